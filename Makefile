@@ -1,0 +1,28 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+GO ?= go
+
+.PHONY: run test race e2e bench load fuzz vet lint build docker
+
+run: ## Run the bridge on its embedded NATS default (secret for local tries only).
+	MISTBRIDGE_WEBHOOK_SECRET=$${MISTBRIDGE_WEBHOOK_SECRET:-change-me} $(GO) run ./cmd/mistbridge
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/mistbridge ./cmd/mistbridge
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/mistsend ./cmd/mistsend
+
+test: ## Everything but real brokers: needs only Go.
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+e2e: ## Real Apache Kafka (KRaft, from Maven Central jars) and nats-server processes.
+	bash test/e2e/run.sh
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./codec/ ./bridge/... ./sinks/...
+
+load: ## Load figures: bridge vs a read-and-200 handler, embedded NATS and kfake.
+	$(GO) run ./test/load
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzSplit -fuzztime 30s ./codec/

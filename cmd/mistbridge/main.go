@@ -1,0 +1,160 @@
+// Command mistbridge receives Juniper Mist webhooks and publishes each event
+// as a CloudEvent to NATS and/or Kafka. Run it with -h for its variables.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/mistbridge/mistbridge/bridge"
+	"github.com/mistbridge/mistbridge/sinks"
+	"github.com/mistbridge/mistbridge/sinks/kafkasink"
+	"github.com/mistbridge/mistbridge/sinks/natssink"
+)
+
+func main() {
+	fs := flag.NewFlagSet("mistbridge", flag.ContinueOnError)
+	fs.Usage = func() { printUsage(os.Stderr) }
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		os.Exit(2)
+	}
+	cfg, unknown, err := loadConfig(environMap())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "mistbridge: invalid configuration:\n%s\n(run mistbridge -h for every variable)\n", indent(err.Error()))
+		os.Exit(2)
+	}
+	log := newLogger(cfg)
+	for _, k := range unknown {
+		log.Warn("unknown variable ignored (a typo?)", "variable", k)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, log); err != nil {
+		log.Error("mistbridge stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, cfg config, log *slog.Logger) error {
+	verifier, err := cfg.Auth.Verifier(log)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("MISTBRIDGE_DATA_DIR=%q: %w", cfg.DataDir, err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	sinkMetrics := sinks.NewMetrics(reg)
+	policy := sinks.RetryPolicy{Initial: cfg.Bridge.RetryInitial, Max: cfg.Bridge.RetryMax}
+
+	var (
+		outputs  []bridge.Output
+		closers  []sinks.Sink
+		embedded *natssink.Embedded
+	)
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, s := range slices.Backward(closers) {
+			if err := s.Close(cctx); err != nil {
+				log.Warn("closing sink", "sink", s.Name(), "err", err)
+			}
+		}
+		if embedded != nil {
+			embedded.Shutdown()
+		}
+	}()
+	for _, name := range cfg.Sinks {
+		var s sinks.Sink
+		switch name {
+		case "nats":
+			if cfg.NATS.URL == "" {
+				embedded, err = natssink.StartEmbedded(cfg.DataDir, cfg.NATS.EmbeddedAddr, log)
+				if err != nil {
+					return fmt.Errorf("embedded NATS server on MISTBRIDGE_NATS_EMBEDDED_ADDR=%s: %w", cfg.NATS.EmbeddedAddr, err)
+				}
+				cfg.NATS.URL = embedded.ClientURL()
+			}
+			ns, err := natssink.New(ctx, cfg.NATS, log)
+			if err != nil {
+				return err
+			}
+			s = ns
+		case "kafka":
+			ks, err := kafkasink.New(cfg.Kafka, log)
+			if err != nil {
+				return err
+			}
+			s = ks
+		}
+		closers = append(closers, s)
+		outputs = append(outputs, sinks.NewRetrying(s, policy, sinkMetrics, log))
+	}
+	router, err := bridge.NewRouter(cfg.Bridge.Routes, outputs...)
+	if err != nil {
+		return err
+	}
+	srv, err := bridge.New(cfg.Bridge, bridge.Options{
+		Router:    router,
+		Receivers: []*bridge.Receiver{{Name: cfg.Bridge.Receiver, Verifier: verifier, DefaultTopic: cfg.Bridge.DefaultTopic}},
+		Log:       log,
+		Registry:  reg,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Bridge.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("MISTBRIDGE_LISTEN_ADDR=%s: %w", cfg.Bridge.ListenAddr, err)
+	}
+	printBanner(log, cfg, ln.Addr())
+	err = srv.Serve(ctx, ln)
+	log.Info("stopped accepting; every request in flight answered; closing sinks", "err", err)
+	return err
+}
+
+func printBanner(log *slog.Logger, cfg config, addr net.Addr) {
+	host, port, _ := net.SplitHostPort(addr.String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost"
+	}
+	url := fmt.Sprintf("http://%s/webhooks/%s", net.JoinHostPort(host, port), cfg.Bridge.Receiver)
+	log.Info("mistbridge ready", "webhook_url", url, "sinks", strings.Join(cfg.Sinks, ","))
+	fmt.Fprintf(os.Stderr, "\n  Point Mist's webhook at %s\n  (use the host name Mist can reach; the secret is MISTBRIDGE_WEBHOOK_SECRET).\n", url)
+	if slices.Contains(cfg.Sinks, "nats") {
+		fmt.Fprintf(os.Stderr, "  Subscribe on NATS:  nats sub --server %s '%s.>'\n", cfg.NATS.URL, cfg.NATS.SubjectPrefix)
+	}
+	if slices.Contains(cfg.Sinks, "kafka") {
+		fmt.Fprintf(os.Stderr, "  Read from Kafka:    kcat -C -b %s -t %s -J\n", cfg.Kafka.Brokers[0], strings.ReplaceAll(cfg.Kafka.TopicTemplate, "{topic}", "device-events"))
+	}
+	fmt.Fprintf(os.Stderr, "  Health: http://%s/readyz   Metrics: http://%s/metrics\n\n", net.JoinHostPort(host, port), net.JoinHostPort(host, port))
+}
+
+func newLogger(cfg config) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // validated by loadConfig
+	opts := &slog.HandlerOptions{Level: level}
+	if strings.EqualFold(cfg.LogFormat, "json") {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func indent(s string) string { return "  " + strings.ReplaceAll(s, "\n", "\n  ") }
