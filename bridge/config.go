@@ -23,7 +23,7 @@ type Config struct {
 	// MaxBodyBytes caps one request body; larger bodies get 413.
 	MaxBodyBytes int64 `env:"MAX_BODY_BYTES" envDefault:"4194304"`
 	// MaxInflightEvents bounds the events admitted and not yet answered.
-	MaxInflightEvents int `env:"MAX_INFLIGHT_EVENTS" envDefault:"20000"`
+	MaxInflightEvents int `env:"MAX_INFLIGHT_EVENTS" envDefault:"5000"`
 	// MaxInflightBytes bounds the request bytes admitted and not yet answered.
 	MaxInflightBytes int64 `env:"MAX_INFLIGHT_BYTES" envDefault:"134217728"`
 	// AdmitWait is how long a request waits for room before 429/503.

@@ -54,8 +54,8 @@ const MaxTopicLen = 200
 // not a JSON object. On error no event of the body is returned.
 func Split(body []byte, fallbackTopic string) (Batch, error) {
 	trimmed := bytes.TrimSpace(body)
-	if len(trimmed) == 0 || !json.Valid(trimmed) {
-		return Batch{}, fmt.Errorf("%w: %s", ErrNotJSON, describeJSONError(trimmed))
+	if len(trimmed) == 0 {
+		return Batch{}, fmt.Errorf("%w: the body is empty", ErrNotJSON)
 	}
 	var (
 		topic = fallbackTopic
@@ -92,6 +92,9 @@ func Split(body []byte, fallbackTopic string) (Batch, error) {
 			return Batch{}, fmt.Errorf("%w: %v", ErrNotJSON, err)
 		}
 	default:
+		if !json.Valid(trimmed) {
+			return Batch{}, fmt.Errorf("%w: %s", ErrNotJSON, describeJSONError(trimmed))
+		}
 		return Batch{}, fmt.Errorf("%w: want an object or an array, got %s", ErrBadEnvelope, kindOf(trimmed))
 	}
 	if topic == "" {
@@ -149,9 +152,6 @@ func kindOf(v []byte) string {
 }
 
 func describeJSONError(b []byte) string {
-	if len(b) == 0 {
-		return "the body is empty"
-	}
 	var v any
 	if err := json.Unmarshal(b, &v); err != nil {
 		return err.Error()

@@ -30,7 +30,7 @@ const (
 	DefaultTopicTemplate   = "mist." + codec.TopicPlaceholder
 	DefaultDeadLetterTopic = "mistbridge.deadletter"
 	DefaultBatchTimeout    = 5 * time.Millisecond
-	DefaultBatchSize       = 1000
+	DefaultBatchSize       = 100
 	DefaultWriteTimeout    = 10 * time.Second
 )
 
@@ -72,8 +72,9 @@ type Config struct {
 	BatchTimeout time.Duration `env:"BATCH_TIMEOUT" envDefault:"5ms"`
 
 	// BatchSize is the most records sent in one produce request per
-	// partition. The default is 1000.
-	BatchSize int `env:"BATCH_SIZE" envDefault:"1000"`
+	// partition. The default is 100: kafka-go reserves this many message
+	// slots for every batch, so a larger value costs memory on every Write.
+	BatchSize int `env:"BATCH_SIZE" envDefault:"100"`
 
 	// WriteTimeout bounds one produce request. The default is 10s.
 	WriteTimeout time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s"`

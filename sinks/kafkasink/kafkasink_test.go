@@ -359,7 +359,7 @@ func TestNewAppliesDefaults(t *testing.T) {
 		TopicTemplate:   "mist.{topic}",
 		DeadLetterTopic: "mistbridge.deadletter",
 		BatchTimeout:    5 * time.Millisecond,
-		BatchSize:       1000,
+		BatchSize:       DefaultBatchSize,
 		WriteTimeout:    10 * time.Second,
 	}
 	if s.cfg.String() != want.String() {
@@ -368,7 +368,7 @@ func TestNewAppliesDefaults(t *testing.T) {
 	if in.Brokers[0] != " localhost:9092" {
 		t.Errorf("New modified the caller's Brokers: %q", in.Brokers[0])
 	}
-	if s.w.RequiredAcks != -1 || s.w.MaxAttempts != 1 || s.w.Async || s.w.BatchSize != 1000 {
+	if s.w.RequiredAcks != -1 || s.w.MaxAttempts != 1 || s.w.Async || s.w.BatchSize != DefaultBatchSize {
 		t.Errorf("writer: acks %d, attempts %d, async %v, batch %d", s.w.RequiredAcks, s.w.MaxAttempts, s.w.Async, s.w.BatchSize)
 	}
 }
