@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -587,5 +588,75 @@ func BenchmarkHandler(b *testing.B) {
 			})
 			b.ReportMetric(float64(b.N*10)/b.Elapsed().Seconds(), "events/s")
 		})
+	}
+}
+
+// TestGracefulShutdown stops the server while a request waits on a stalled
+// broker: the request is still answered 200 once the broker acks, Serve
+// returns, and new connections are refused.
+func TestGracefulShutdown(t *testing.T) {
+	log := testLogger(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ks, err := kafkasink.New(defaults[kafkasink.Config](t, map[string]string{"BROKERS": c.ListenAddrs()[0]}), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ks.Close(context.Background())
+	router, _ := bridge.NewRouter("", sinks.NewRetrying(ks, sinks.RetryPolicy{}, nil, log))
+	verifier, _ := auth.NewMist([]string{secret})
+	srv, err := bridge.New(defaults[bridge.Config](t, nil), bridge.Options{Router: router, Receivers: []*bridge.Receiver{{Name: "mist", Verifier: verifier}}, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String() + "/webhooks/mist"
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+
+	warm := loadgen.Body("device-events", 0, 1)
+	if a := post(t, url, warm, signed(warm)); a.code != 200 {
+		t.Fatalf("warm-up %d %v", a.code, a.body)
+	}
+	release, stalled := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		once.Do(func() { close(stalled) })
+		c.SleepControl(func() { <-release })
+		return nil, nil, false
+	})
+	res := make(chan answer, 1)
+	go func() {
+		b := loadgen.Body("device-events", 10, 10)
+		res <- post(t, url, b, signed(b))
+	}()
+	<-stalled
+	cancel() // SIGTERM
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case err := <-served:
+		t.Fatalf("Serve returned %v with a request in flight", err)
+	default:
+	}
+	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		t.Error("new connections are still accepted while shutting down")
+	}
+	close(release)
+	if a := <-res; a.code != 200 || a.body["accepted"] != float64(10) {
+		t.Fatalf("in-flight request: %d %v, want 200", a.code, a.body)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if recs := kafkaRecords(t, c, "mist.device-events", 11); len(recs) != 11 {
+		t.Fatalf("%d records after shutdown, want 11", len(recs))
 	}
 }

@@ -83,9 +83,11 @@ func variables() []variable {
 // error lists every problem, each naming its variable.
 func loadConfig(environ map[string]string) (config, []string, error) {
 	var cfg config
-	err := env.ParseWithOptions(&cfg, env.Options{Prefix: envPrefix, Environment: environ})
-	if err != nil {
-		return cfg, nil, explainParseError(err, environ)
+	var errs []error
+	// A parse error leaves the other fields parsed: go on validating so
+	// that one run reports every problem.
+	if err := env.ParseWithOptions(&cfg, env.Options{Prefix: envPrefix, Environment: environ}); err != nil {
+		errs = append(errs, explainParseError(err, environ))
 	}
 	if len(cfg.Sinks) == 0 {
 		cfg.Sinks = []string{"nats"}
@@ -93,7 +95,6 @@ func loadConfig(environ map[string]string) (config, []string, error) {
 			cfg.Sinks = append(cfg.Sinks, "kafka")
 		}
 	}
-	var errs []error
 	for i, s := range cfg.Sinks {
 		s = strings.ToLower(strings.TrimSpace(s))
 		cfg.Sinks[i] = s

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/mistbridge/mistbridge/bridge"
+	"github.com/mistbridge/mistbridge/bridge/auth"
 	"github.com/mistbridge/mistbridge/sinks"
 	"github.com/mistbridge/mistbridge/sinks/kafkasink"
 	"github.com/mistbridge/mistbridge/sinks/natssink"
@@ -43,19 +44,20 @@ func main() {
 	for _, k := range unknown {
 		log.Warn("unknown variable ignored (a typo?)", "variable", k)
 	}
+	verifier, err := cfg.Auth.Verifier(log)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "mistbridge: invalid configuration:\n%s\n(run mistbridge -h for every variable)\n", indent(err.Error()))
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, cfg, log); err != nil {
+	if err := run(ctx, cfg, verifier, log); err != nil {
 		log.Error("mistbridge stopped", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, cfg config, log *slog.Logger) error {
-	verifier, err := cfg.Auth.Verifier(log)
-	if err != nil {
-		return err
-	}
+func run(ctx context.Context, cfg config, verifier auth.Verifier, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("MISTBRIDGE_DATA_DIR=%q: %w", cfg.DataDir, err)
 	}
@@ -68,6 +70,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		outputs  []bridge.Output
 		closers  []sinks.Sink
 		embedded *natssink.Embedded
+		err      error
 	)
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestLoadConfig(t *testing.T) {
+	tests := []struct {
+		name      string
+		env       map[string]string
+		wantErr   []string
+		wantSinks []string
+	}{
+		{name: "embedded default", env: map[string]string{"MISTBRIDGE_WEBHOOK_SECRET": "s"}, wantSinks: []string{"nats"}},
+		{name: "brokers add kafka", env: map[string]string{"MISTBRIDGE_KAFKA_BROKERS": "k:9092"}, wantSinks: []string{"nats", "kafka"}},
+		{name: "explicit kafka only", env: map[string]string{"MISTBRIDGE_SINKS": "Kafka", "MISTBRIDGE_KAFKA_BROKERS": "k:9092"}, wantSinks: []string{"kafka"}},
+		{name: "unknown sink", env: map[string]string{"MISTBRIDGE_SINKS": "nats,redis"}, wantErr: []string{`MISTBRIDGE_SINKS="nats,redis" is invalid`, "nats, kafka or nats,kafka"}},
+		{name: "kafka without brokers", env: map[string]string{"MISTBRIDGE_SINKS": "kafka"}, wantErr: []string{"MISTBRIDGE_KAFKA_BROKERS is empty"}},
+		{name: "bad duration names the variable", env: map[string]string{"MISTBRIDGE_DELIVERY_TIMEOUT": "ten"}, wantErr: []string{`MISTBRIDGE_DELIVERY_TIMEOUT="ten" is invalid`, "duration"}},
+		{name: "bad int names the variable", env: map[string]string{"MISTBRIDGE_MAX_BODY_BYTES": "1MB"}, wantErr: []string{`MISTBRIDGE_MAX_BODY_BYTES="1MB" is invalid`, "whole number"}},
+		{name: "bad bool names the variable", env: map[string]string{"MISTBRIDGE_NATS_JETSTREAM": "yes please"}, wantErr: []string{`MISTBRIDGE_NATS_JETSTREAM="yes please" is invalid`, "true or false"}},
+		{name: "kafka compression", env: map[string]string{"MISTBRIDGE_KAFKA_BROKERS": "k:9092", "MISTBRIDGE_KAFKA_COMPRESSION": "brotli"}, wantErr: []string{"MISTBRIDGE_KAFKA_COMPRESSION", "brotli", "zstd"}},
+		{name: "log level", env: map[string]string{"MISTBRIDGE_LOG_LEVEL": "loud"}, wantErr: []string{`MISTBRIDGE_LOG_LEVEL="loud"`, "debug, info, warn or error"}},
+		{name: "every problem at once", env: map[string]string{"MISTBRIDGE_DELIVERY_TIMEOUT": "ten", "MISTBRIDGE_LOG_FORMAT": "xml"}, wantErr: []string{"MISTBRIDGE_DELIVERY_TIMEOUT", "MISTBRIDGE_LOG_FORMAT"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, _, err := loadConfig(tt.env)
+			if len(tt.wantErr) == 0 {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				if !slices.Equal(cfg.Sinks, tt.wantSinks) {
+					t.Errorf("sinks %v, want %v", cfg.Sinks, tt.wantSinks)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestSecretsStayOutOfErrors(t *testing.T) {
+	env := map[string]string{
+		"MISTBRIDGE_KAFKA_BROKERS":       "k:9092",
+		"MISTBRIDGE_KAFKA_SASL_PASSWORD": "hunter2-secret",
+		"MISTBRIDGE_KAFKA_COMPRESSION":   "brotli",
+		"MISTBRIDGE_WEBHOOK_SECRET":      "mist-secret-value",
+	}
+	cfg, _, err := loadConfig(env)
+	if err == nil {
+		t.Fatal("accepted SASL password without mechanism and a bad compression")
+	}
+	for _, s := range []string{"hunter2-secret", "mist-secret-value"} {
+		if strings.Contains(err.Error(), s) {
+			t.Errorf("error shows a secret: %v", err)
+		}
+	}
+	if _, err := cfg.Auth.Verifier(nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUnknownVariables(t *testing.T) {
+	_, unknown, err := loadConfig(map[string]string{"MISTBRIDGE_WEBHOOK_SECRET": "s", "MISTBRIDGE_KAFKA_BROKER": "typo:9092", "OTHER": "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(unknown, []string{"MISTBRIDGE_KAFKA_BROKER"}) {
+		t.Errorf("unknown = %v", unknown)
+	}
+}
+
+func TestUsageListsEveryVariable(t *testing.T) {
+	var b bytes.Buffer
+	printUsage(&b)
+	for _, v := range variables() {
+		if !strings.Contains(b.String(), v.Key) {
+			t.Errorf("-h does not list %s", v.Key)
+		}
+	}
+	for _, want := range []string{"MISTBRIDGE_LISTEN_ADDR", "[:8080]", "MISTBRIDGE_NATS_JETSTREAM", "MISTBRIDGE_KAFKA_TOPIC_TEMPLATE", "[mist.{topic}]"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("-h lacks %q", want)
+		}
+	}
+}
