@@ -109,8 +109,9 @@ func (r *hecRig) post(t *testing.T, method, path, auth, body string) hecReply {
 	return rep
 }
 
-// subjects reads the subjects of every message in the MIST stream.
-func subjects(t *testing.T, url string, want int) []string {
+// subjects reads the subjects of the messages in the MIST stream, waiting
+// at most wait for want of them.
+func subjects(t *testing.T, url string, want int, wait time.Duration) []string {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
@@ -118,7 +119,7 @@ func subjects(t *testing.T, url string, want int) []string {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	cons, err := js.OrderedConsumer(ctx, "MIST", jetstream.OrderedConsumerConfig{})
 	if err != nil {
@@ -160,7 +161,7 @@ func TestHECEvents(t *testing.T) {
 		t.Fatalf("raw answer %d %q", rep.status, rep.raw)
 	}
 
-	got := subjects(t, r.natsURL, 4)
+	got := subjects(t, r.natsURL, 4, 5*time.Second)
 	want := []string{"mist.ping.", "mist.alarms.o1.s1", "mist.alarms.o1.s2", "mist.device-events.o1.s3"}
 	if len(got) != len(want) {
 		t.Fatalf("subjects %q, want %d messages (the raw ping is a duplicate JetStream drops)", got, len(want))
@@ -219,7 +220,7 @@ func TestHECErrors(t *testing.T) {
 			}
 		})
 	}
-	if got := subjects(t, r.natsURL, 1); len(got) != 0 {
+	if got := subjects(t, r.natsURL, 1, 300*time.Millisecond); len(got) != 0 {
 		t.Fatalf("refused requests published %q", got)
 	}
 }

@@ -97,6 +97,7 @@ func New(cfg Config, o Options) (*Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/webhooks/{receiver}", s.handleWebhook)
+	s.hecRoutes(mux)
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
 	mux.HandleFunc("GET /readyz", s.handleReadyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{Registry: o.Registry}))

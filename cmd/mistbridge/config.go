@@ -103,6 +103,9 @@ func loadConfig(environ map[string]string) (config, []string, error) {
 		}
 	}
 	cfg.Sinks = slices.Compact(cfg.Sinks)
+	if err := cfg.Auth.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := cfg.Bridge.Validate(); err != nil {
 		errs = append(errs, err)
 	}

@@ -15,8 +15,8 @@ func TestLoadConfig(t *testing.T) {
 		wantSinks []string
 	}{
 		{name: "embedded default", env: map[string]string{"MISTBRIDGE_WEBHOOK_SECRET": "s"}, wantSinks: []string{"nats"}},
-		{name: "brokers add kafka", env: map[string]string{"MISTBRIDGE_KAFKA_BROKERS": "k:9092"}, wantSinks: []string{"nats", "kafka"}},
-		{name: "explicit kafka only", env: map[string]string{"MISTBRIDGE_SINKS": "Kafka", "MISTBRIDGE_KAFKA_BROKERS": "k:9092"}, wantSinks: []string{"kafka"}},
+		{name: "brokers add kafka", env: map[string]string{"MISTBRIDGE_WEBHOOK_SECRET": "s", "MISTBRIDGE_KAFKA_BROKERS": "k:9092"}, wantSinks: []string{"nats", "kafka"}},
+		{name: "explicit kafka only", env: map[string]string{"MISTBRIDGE_WEBHOOK_SECRET": "s", "MISTBRIDGE_SINKS": "Kafka", "MISTBRIDGE_KAFKA_BROKERS": "k:9092"}, wantSinks: []string{"kafka"}},
 		{name: "unknown sink", env: map[string]string{"MISTBRIDGE_SINKS": "nats,redis"}, wantErr: []string{`MISTBRIDGE_SINKS="nats,redis" is invalid`, "nats, kafka or nats,kafka"}},
 		{name: "kafka without brokers", env: map[string]string{"MISTBRIDGE_SINKS": "kafka"}, wantErr: []string{"MISTBRIDGE_KAFKA_BROKERS is empty"}},
 		{name: "bad duration names the variable", env: map[string]string{"MISTBRIDGE_DELIVERY_TIMEOUT": "ten"}, wantErr: []string{`MISTBRIDGE_DELIVERY_TIMEOUT="ten" is invalid`, "duration"}},
@@ -92,6 +92,18 @@ func TestUsageListsEveryVariable(t *testing.T) {
 	for _, want := range []string{"MISTBRIDGE_LISTEN_ADDR", "[:8080]", "MISTBRIDGE_NATS_JETSTREAM", "MISTBRIDGE_KAFKA_TOPIC_TEMPLATE", "[mist.{topic}]"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("-h lacks %q", want)
+		}
+	}
+}
+
+func TestAuthProblemsAreListedWithTheRest(t *testing.T) {
+	_, _, err := loadConfig(map[string]string{"MISTBRIDGE_AUTH_TYPE": "basic", "MISTBRIDGE_AUTH_USERNAME": "u", "MISTBRIDGE_LOG_LEVEL": "loud"})
+	if err == nil {
+		t.Fatal("accepted basic without a password")
+	}
+	for _, w := range []string{"MISTBRIDGE_AUTH_PASSWORD", "MISTBRIDGE_LOG_LEVEL"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q lacks %q", err, w)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -26,19 +27,23 @@ import (
 	"github.com/mistbridge/mistbridge/sinks/natssink"
 )
 
-func main() {
+func main() { os.Exit(mainCode()) }
+
+// mainCode runs the bridge and returns the exit code: 0 after a clean
+// shutdown, 2 for bad configuration, 1 when it stopped on an error.
+func mainCode() int {
 	fs := flag.NewFlagSet("mistbridge", flag.ContinueOnError)
 	fs.Usage = func() { printUsage(os.Stderr) }
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
+			return 0
 		}
-		os.Exit(2)
+		return 2
 	}
 	cfg, unknown, err := loadConfig(environMap())
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "mistbridge: invalid configuration:\n%s\n(run mistbridge -h for every variable)\n", indent(err.Error()))
-		os.Exit(2)
+		return 2
 	}
 	log := newLogger(cfg)
 	for _, k := range unknown {
@@ -47,14 +52,18 @@ func main() {
 	verifier, err := cfg.Auth.Verifier(log)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "mistbridge: invalid configuration:\n%s\n(run mistbridge -h for every variable)\n", indent(err.Error()))
-		os.Exit(2)
+		return 2
+	}
+	if c, ok := verifier.(io.Closer); ok {
+		defer c.Close() // stops a JWKS refresher
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, verifier, log); err != nil {
 		log.Error("mistbridge stopped", "err", err)
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
 
 func run(ctx context.Context, cfg config, verifier auth.Verifier, log *slog.Logger) error {
