@@ -58,6 +58,7 @@ type rig struct {
 
 type rigOptions struct {
 	bridgeVars map[string]string
+	verifier   auth.Verifier // default: Mist's HMAC with secret
 	noKafka    bool
 	noNATS     bool
 	kfakeOpts  []kfake.Opt
@@ -118,9 +119,13 @@ func newRig(t testing.TB, o rigOptions) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	verifier, err := auth.NewMist([]string{secret})
-	if err != nil {
-		t.Fatal(err)
+	verifier := o.verifier
+	if verifier == nil {
+		v, err := auth.NewMist([]string{secret})
+		if err != nil {
+			t.Fatal(err)
+		}
+		verifier = v
 	}
 	bcfg := defaults[bridge.Config](t, o.bridgeVars)
 	srv, err := bridge.New(bcfg, bridge.Options{
