@@ -125,9 +125,10 @@ func (s *Sink) Name() string { return Name }
 // A record the brokers refuse for its size is sent again alone, so an event
 // is never reported as too large because it shared a batch with a large
 // one, and when the brokers refuse a topic (authorization, invalid name)
-// only the events bound for that topic fail. When ctx ends first, Write returns ctx's error, and the records may
-// still be written afterwards; the events' deterministic ids let consumers
-// drop the duplicates a retry then makes. Write copies what it hands to
+// only the events bound for that topic fail. When ctx ends first, Write
+// returns ctx's error, and the records may still be written afterwards;
+// the events' deterministic ids let consumers drop the duplicates a retry
+// then makes. Write copies what it hands to
 // kafka-go, so it never reads the events after it returns.
 func (s *Sink) Write(ctx context.Context, events []*codec.Event) error {
 	if len(events) == 0 {
