@@ -665,3 +665,49 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatalf("%d records after shutdown, want 11", len(recs))
 	}
 }
+
+// TestMaxConnections checks the connection cap: while one connection holds
+// the only slot, another client is not served; once it closes, it is.
+func TestMaxConnections(t *testing.T) {
+	log := testLogger(t)
+	emb, err := natssink.StartEmbedded(t.TempDir(), "127.0.0.1:0", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Shutdown()
+	ns, err := natssink.New(context.Background(), defaults[natssink.Config](t, map[string]string{"URL": emb.ClientURL()}), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close(context.Background())
+	router, _ := bridge.NewRouter("", sinks.NewRetrying(ns, sinks.RetryPolicy{}, nil, log))
+	verifier, _ := auth.NewMist([]string{secret})
+	srv, err := bridge.New(defaults[bridge.Config](t, map[string]string{"MAX_CONNECTIONS": "1"}), bridge.Options{Router: router, Receivers: []*bridge.Receiver{{Name: "mist", Verifier: verifier}}, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = srv.Serve(ctx, ln) }()
+	holder, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // let the server accept it
+	client := &http.Client{Timeout: 300 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true}}
+	if resp, err := client.Get("http://" + ln.Addr().String() + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("served a second connection (%d) while the only slot was held", resp.StatusCode)
+	}
+	holder.Close()
+	client.Timeout = 5 * time.Second
+	resp, err := client.Get("http://" + ln.Addr().String() + "/healthz")
+	if err != nil {
+		t.Fatalf("not served after the slot was freed: %v", err)
+	}
+	resp.Body.Close()
+}

@@ -20,6 +20,10 @@ type Config struct {
 	// DefaultTopic is the topic of a bare object or array body when the
 	// request has no ?topic=. Empty means such a body is refused.
 	DefaultTopic string `env:"DEFAULT_TOPIC"`
+	// MaxConnections caps the open client connections; more wait in the
+	// kernel's accept queue, costing the process no memory. Each open
+	// connection holds buffers, so this bounds memory under any load.
+	MaxConnections int `env:"MAX_CONNECTIONS" envDefault:"1024"`
 	// MaxBodyBytes caps one request body; larger bodies get 413.
 	MaxBodyBytes int64 `env:"MAX_BODY_BYTES" envDefault:"4194304"`
 	// MaxInflightEvents bounds the events admitted and not yet answered.
@@ -63,6 +67,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 1024 {
 		bad("MAX_BODY_BYTES", c.MaxBodyBytes, "want at least 1024")
+	}
+	if c.MaxConnections < 1 {
+		bad("MAX_CONNECTIONS", c.MaxConnections, "want at least 1")
 	}
 	if c.MaxInflightEvents < 1 {
 		bad("MAX_INFLIGHT_EVENTS", c.MaxInflightEvents, "want at least 1")

@@ -94,7 +94,9 @@ func (s *Server) readBody(actx context.Context, w http.ResponseWriter, r *http.R
 		s.metrics.inflightBytes.Sub(float64(reserve))
 	}
 	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
+		// ReadFrom wants MinRead bytes free to see EOF; without them a
+		// buffer of exactly the body's size would double.
+		buf.Grow(int(r.ContentLength) + bytes.MinRead)
 	}
 	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)); err != nil {
 		release()

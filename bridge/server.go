@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 
 	"github.com/mistbridge/mistbridge/bridge/auth"
 )
@@ -111,7 +112,8 @@ func New(cfg Config, o Options) (*Server, error) {
 // Handler returns the HTTP handler of every endpoint.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Serve answers on ln until ctx is done, then shuts down gracefully: it
+// Serve answers on ln, with at most MaxConnections connections open, until
+// ctx is done, then shuts down gracefully: it
 // stops accepting, answers every request in flight (waiting at most
 // ShutdownTimeout) and returns. Closing the sinks is the caller's job,
 // after Serve returns.
@@ -126,7 +128,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:     slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() { errc <- hs.Serve(netutil.LimitListener(ln, s.cfg.MaxConnections)) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("bridge: serve: %w", err)

@@ -27,9 +27,12 @@ type config struct {
 	DataDir string `env:"DATA_DIR" envDefault:"./data"`
 	// Sinks lists the outputs: nats, kafka or both. Empty means nats, plus
 	// kafka when MISTBRIDGE_KAFKA_BROKERS is set.
-	Sinks     []string `env:"SINKS" envSeparator:","`
-	LogLevel  string   `env:"LOG_LEVEL" envDefault:"info"`
-	LogFormat string   `env:"LOG_FORMAT" envDefault:"text"`
+	Sinks    []string `env:"SINKS" envSeparator:","`
+	LogLevel string   `env:"LOG_LEVEL" envDefault:"info"`
+	// PprofAddr, when set, serves net/http/pprof there (e.g. 127.0.0.1:6060)
+	// for profiling; keep it on loopback.
+	PprofAddr string `env:"PPROF_ADDR"`
+	LogFormat string `env:"LOG_FORMAT" envDefault:"text"`
 
 	Bridge bridge.Config
 	Auth   auth.Config

@@ -192,12 +192,14 @@ func run(d time.Duration, target, overload float64) error {
 		if ratio != "" {
 			fmt.Printf("%-34s %s\n", "", ratio)
 		}
-		if i == 1 {
+		if i > 0 {
 			// Overload: offer many times what it can take, with more
 			// requests in flight than the admission limit allows.
 			offered := overload * maxRun.EventsPerSec()
+			peaks := watchMetrics("http://"+addr+"/metrics", d)
 			over := loadgen.Run(ctx, loadgen.Config{URL: url, Secret: secret, Rate: offered, Concurrency: 3000, Duration: d})
 			report(tg.name, fmt.Sprintf("%.0fx", overload), over, p, offered)
+			fmt.Printf("%-34s peaks during overload: %s\n", "", <-peaks)
 		}
 		p.stop()
 	}
@@ -216,4 +218,42 @@ func report(name, runName string, r loadgen.Result, p *proc, offered float64) {
 func numCPU() int {
 	b, _ := os.ReadFile("/proc/cpuinfo")
 	return strings.Count(string(b), "processor\t:")
+}
+
+// watchMetrics samples the bridge's Go memory gauges for d and sends their
+// peaks, so an RSS figure can be explained (heap, stacks, goroutines).
+func watchMetrics(url string, d time.Duration) <-chan string {
+	out := make(chan string, 1)
+	names := []string{"go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_goroutines", "mistbridge_inflight_events", "mistbridge_inflight_bytes"}
+	go func() {
+		peak := map[string]float64{}
+		deadline := time.Now().Add(d)
+		for time.Now().Before(deadline) {
+			resp, err := http.Get(url)
+			if err == nil {
+				sc := bufio.NewScanner(resp.Body)
+				for sc.Scan() {
+					for _, n := range names {
+						if v, ok := strings.CutPrefix(sc.Text(), n+" "); ok {
+							f, _ := strconv.ParseFloat(v, 64)
+							peak[n] = max(peak[n], f)
+						}
+					}
+				}
+				resp.Body.Close()
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		var b strings.Builder
+		for _, n := range names {
+			v := peak[n]
+			if strings.HasSuffix(n, "bytes") {
+				fmt.Fprintf(&b, "%s=%.0fMB ", strings.TrimPrefix(strings.TrimPrefix(n, "go_memstats_"), "mistbridge_"), v/(1<<20))
+			} else {
+				fmt.Fprintf(&b, "%s=%.0f ", strings.TrimPrefix(strings.TrimPrefix(n, "go_"), "mistbridge_"), v)
+			}
+		}
+		out <- b.String()
+	}()
+	return out
 }
