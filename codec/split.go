@@ -53,7 +53,7 @@ const MaxTopicLen = 200
 // (wrapped with the detail) or an [*ItemError] naming the first event that is
 // not a JSON object. On error no event of the body is returned.
 func Split(body []byte, fallbackTopic string) (Batch, error) {
-	trimmed := bytes.TrimSpace(body)
+	trimmed := trimJSONSpace(body)
 	if len(trimmed) == 0 {
 		return Batch{}, fmt.Errorf("%w: the body is empty", ErrNotJSON)
 	}
@@ -63,16 +63,31 @@ func Split(body []byte, fallbackTopic string) (Batch, error) {
 	)
 	switch trimmed[0] {
 	case '{':
+		// One pass for the common case: the envelope with its events array.
 		var env struct {
-			Topic  json.RawMessage `json:"topic"`
-			Events json.RawMessage `json:"events"`
+			Topic  json.RawMessage   `json:"topic"`
+			Events []json.RawMessage `json:"events"`
 		}
 		if err := json.Unmarshal(trimmed, &env); err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) && te.Field == "events" {
+				return Batch{}, fmt.Errorf("%w: \"events\" must be an array, got %s", ErrBadEnvelope, article(te.Value))
+			}
 			return Batch{}, fmt.Errorf("%w: %v", ErrNotJSON, err)
 		}
 		if env.Events == nil {
-			// A bare object is one event; its own "topic" member, if any, is
-			// event data. Clone it: no returned event aliases body.
+			// No "events" array: either a bare object, which is one event
+			// (its own "topic" member, if any, is event data), or
+			// "events": null. Telling them apart needs a second look, but
+			// only for these rare bodies.
+			var probe struct {
+				Events json.RawMessage `json:"events"`
+			}
+			_ = json.Unmarshal(trimmed, &probe) // valid JSON: cannot fail
+			if probe.Events != nil {
+				return Batch{}, fmt.Errorf("%w: \"events\" must be an array, got %s", ErrBadEnvelope, kindOf(probe.Events))
+			}
+			// Clone it: no returned event aliases body.
 			items = []json.RawMessage{bytes.Clone(trimmed)}
 			break
 		}
@@ -81,12 +96,7 @@ func Split(body []byte, fallbackTopic string) (Batch, error) {
 				return Batch{}, fmt.Errorf("%w: \"topic\" must be a string, got %s", ErrBadEnvelope, kindOf(env.Topic))
 			}
 		}
-		if env.Events[0] != '[' {
-			return Batch{}, fmt.Errorf("%w: \"events\" must be an array, got %s", ErrBadEnvelope, kindOf(env.Events))
-		}
-		if err := json.Unmarshal(env.Events, &items); err != nil {
-			return Batch{}, fmt.Errorf("%w: %v", ErrNotJSON, err)
-		}
+		items = env.Events
 	case '[':
 		if err := json.Unmarshal(trimmed, &items); err != nil {
 			return Batch{}, fmt.Errorf("%w: %v", ErrNotJSON, err)
@@ -129,6 +139,35 @@ func ValidateTopic(topic string) error {
 
 func isTokenByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
+}
+
+// trimJSONSpace trims the four whitespace bytes JSON allows; bytes.TrimSpace
+// would also drop others (form feed, U+0085) and so accept invalid JSON.
+func trimJSONSpace(b []byte) []byte {
+	isSpace := func(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+	for len(b) > 0 && isSpace(b[0]) {
+		b = b[1:]
+	}
+	for len(b) > 0 && isSpace(b[len(b)-1]) {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// article turns encoding/json's type names ("object", "string") into the
+// words kindOf uses.
+func article(jsonType string) string {
+	switch jsonType {
+	case "object", "array":
+		return "an " + jsonType
+	case "null":
+		return "null"
+	case "bool":
+		return "a boolean"
+	case "number", "string":
+		return "a " + jsonType
+	}
+	return "a " + jsonType
 }
 
 func kindOf(v []byte) string {
