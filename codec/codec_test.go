@@ -484,3 +484,30 @@ func tenEventBody(b *testing.B) []byte {
 	out, _ := json.Marshal(env)
 	return out
 }
+
+func BenchmarkMap(b *testing.B) {
+	body := tenEventBody(b)
+	batch, _ := codec.Split(body, "")
+	b.SetBytes(int64(len(batch.Events[0])))
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = codec.Map(batch.Topic, batch.Events[0])
+	}
+}
+
+// FuzzCompact holds the one-pass compaction behind event ids to
+// encoding/json's Compact on every valid input, so ids never change with it.
+func FuzzCompact(f *testing.F) {
+	for _, s := range []string{`{"a" : [1, 2, {"b":"x y \" z\\\\"}]}`, " [ ] ", `"\u00e9 \t"`, `{"k":"\\\"","n":null}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var want bytes.Buffer
+		if json.Compact(&want, raw) != nil {
+			return
+		}
+		if got := codec.Compact(nil, raw); !bytes.Equal(got, want.Bytes()) {
+			t.Fatalf("compact(%q) = %q, json.Compact gives %q", raw, got, want.Bytes())
+		}
+	})
+}

@@ -1,0 +1,4 @@
+package codec
+
+// Compact exposes compact to the differential fuzz test.
+var Compact = compact
