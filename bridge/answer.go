@@ -89,6 +89,8 @@ func classify(err error) (code int, reason, msg string) {
 		return http.StatusTooManyRequests, "busy", "too much work in flight: retry later"
 	case errors.Is(err, ErrUnrouted):
 		return http.StatusUnprocessableEntity, "unrouted", err.Error()
+	case errors.Is(err, ErrTopicNotAllowed):
+		return http.StatusUnprocessableEntity, "topic_not_allowed", err.Error()
 	case sinks.IsPermanent(err):
 		return http.StatusBadGateway, "broker_refused", err.Error()
 	case errors.Is(err, context.Canceled):

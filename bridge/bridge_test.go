@@ -59,6 +59,7 @@ type rig struct {
 type rigOptions struct {
 	bridgeVars map[string]string
 	verifier   auth.Verifier // default: Mist's HMAC with secret
+	topics     []string      // the receiver's allowed topics
 	noKafka    bool
 	noNATS     bool
 	kfakeOpts  []kfake.Opt
@@ -130,7 +131,7 @@ func newRig(t testing.TB, o rigOptions) *rig {
 	bcfg := defaults[bridge.Config](t, o.bridgeVars)
 	srv, err := bridge.New(bcfg, bridge.Options{
 		Router:    router,
-		Receivers: []*bridge.Receiver{{Name: "mist", Verifier: verifier}},
+		Receivers: []*bridge.Receiver{{Name: "mist", Verifier: verifier, Topics: o.topics}},
 		Log:       log,
 	})
 	if err != nil {
@@ -177,9 +178,9 @@ func signed(body []byte) map[string]string {
 
 func samples(t testing.TB) []loadgen.Sample {
 	t.Helper()
-	dir := filepath.Join("..", "..", "shared", "mist-samples")
-	if _, err := os.Stat(dir); err != nil {
-		t.Skipf("no samples beside the repository: %v", err)
+	dir, err := loadgen.SamplesDir()
+	if err != nil {
+		t.Fatal(err)
 	}
 	s, err := loadgen.Samples(dir)
 	if err != nil {
@@ -376,9 +377,13 @@ func TestMistSignatures(t *testing.T) {
 		v2 = "28f7198fc2f3a8ef8695ce42ece88ff130318279ac1ab5a96291251c506786c7"
 		v1 = "92046f8722da1d8047cf67c65d44020cec769f5e"
 	)
-	audits, err := os.ReadFile(filepath.Join("..", "..", "shared", "mist-samples", "audits.json"))
+	dir, err := loadgen.SamplesDir()
 	if err != nil {
-		t.Skip(err)
+		t.Fatal(err)
+	}
+	audits, err := os.ReadFile(filepath.Join(dir, "audits.json"))
+	if err != nil {
+		t.Fatal(err)
 	}
 	audits = bytes.TrimSuffix(audits, []byte("\n"))
 	tests := []struct {
@@ -711,3 +716,5 @@ func TestMaxConnections(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }

@@ -5,6 +5,8 @@ package bridge
 import (
 	"errors"
 	"fmt"
+	"path"
+	"strings"
 	"time"
 )
 
@@ -17,6 +19,10 @@ type Config struct {
 	ListenAddr string `env:"LISTEN_ADDR" envDefault:":8080"`
 	// Receiver names the default receiver: webhooks go to /webhooks/<name>.
 	Receiver string `env:"RECEIVER" envDefault:"mist"`
+	// Topics, when set, are the only topics the default receiver accepts:
+	// comma-separated shell patterns ("device-events,location*"). Others
+	// get 422. Empty means any topic.
+	Topics []string `env:"TOPICS" envSeparator:","`
 	// DefaultTopic is the topic of a bare object or array body when the
 	// request has no ?topic=. Empty means such a body is refused.
 	DefaultTopic string `env:"DEFAULT_TOPIC"`
@@ -74,8 +80,14 @@ func (c *Config) Validate() error {
 	if c.MaxInflightEvents < 1 {
 		bad("MAX_INFLIGHT_EVENTS", c.MaxInflightEvents, "want at least 1")
 	}
-	if c.MaxInflightBytes < 2*c.MaxBodyBytes {
-		bad("MAX_INFLIGHT_BYTES", c.MaxInflightBytes, fmt.Sprintf("want at least twice MISTBRIDGE_MAX_BODY_BYTES (%d), so one largest request fits", 2*c.MaxBodyBytes))
+	if c.MaxInflightBytes < reserveFor(c.MaxBodyBytes) {
+		bad("MAX_INFLIGHT_BYTES", c.MaxInflightBytes, fmt.Sprintf("want at least twice MISTBRIDGE_MAX_BODY_BYTES plus 512 (%d), so one largest request fits", reserveFor(c.MaxBodyBytes)))
+	}
+	for _, p := range c.Topics {
+		if _, err := path.Match(p, ""); err != nil || strings.TrimSpace(p) == "" {
+			bad("TOPICS", fmt.Sprintf("%q", strings.Join(c.Topics, ",")), "want comma-separated topic patterns such as device-events,location*")
+			break
+		}
 	}
 	positive := []struct {
 		name string

@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -125,6 +124,9 @@ func (s *Server) handleHEC(w http.ResponseWriter, r *http.Request, rc *Receiver,
 	start := time.Now()
 	n, err := s.ingestHEC(w, r, rc, raw)
 	code := s.answerHEC(w, rc, n, err)
+	if code == http.StatusOK {
+		auth.Commit(rc.Verifier, r)
+	}
 	s.metrics.requests.WithLabelValues(rc.Name, strconv.Itoa(code)).Inc()
 	s.metrics.duration.WithLabelValues(rc.Name).Observe(time.Since(start).Seconds())
 }
@@ -139,13 +141,10 @@ func (s *Server) ingestHEC(w http.ResponseWriter, r *http.Request, rc *Receiver,
 	// A Splunk token does not depend on the body: check it before reading
 	// one, so a request without the token takes no admission room (and
 	// gets HEC's "Token is required" whatever it sent).
-	if err := rc.Verifier.Verify(r, nil); err != nil {
-		s.metrics.authFailures.WithLabelValues(rc.Name, auth.Reason(err)).Inc()
+	if err := s.verify(rc, r, nil); err != nil {
 		return 0, err
 	}
-	actx, cancel := context.WithTimeout(r.Context(), s.cfg.AdmitWait)
-	defer cancel()
-	body, release, err := s.readBody(actx, w, r)
+	body, release, err := s.readBody(w, r)
 	if err != nil {
 		return 0, err
 	}
@@ -167,20 +166,9 @@ func (s *Server) ingestHEC(w http.ResponseWriter, r *http.Request, rc *Receiver,
 	} else if batches, err = splitHEC(body.Bytes(), topic); err != nil {
 		return 0, err
 	}
-	// One publish per topic, in order. If a later one fails the answer is an
-	// error and the sender sends everything again; the events delivered
-	// already keep their ids, so the brokers drop the copies.
-	total := 0
-	for _, b := range mergeByTopic(batches) {
-		pctx, cancel := context.WithTimeout(r.Context(), s.cfg.AdmitWait)
-		n, err := s.publish(pctx, r.Context(), rc, b)
-		cancel()
-		total += n
-		if err != nil {
-			return total, err
-		}
-	}
-	return total, nil
+	// Every topic is checked and every event admitted before any is
+	// delivered: a refused request publishes nothing.
+	return s.publish(r.Context(), rc, mergeByTopic(batches)...)
 }
 
 // splitHEC reads a body of concatenated HEC event objects and splits the

@@ -250,3 +250,30 @@ func TestHECNeedsASplunkReceiver(t *testing.T) {
 		t.Fatalf("status %d, want 404", resp.StatusCode)
 	}
 }
+
+// TestHECRefusedRequestPublishesNothing: a request whose second event is
+// refused (its topic is not the receiver's) is answered with an error and
+// its first event, of an allowed topic, is not published either.
+func TestHECRefusedRequestPublishesNothing(t *testing.T) {
+	v, err := (&auth.Config{Type: "splunk", Token: []string{hecToken}}).Verifier(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newHECRig(t, &Receiver{Name: "splunk", Verifier: v, Topics: []string{"device-events"}})
+	body := `{"event":{"topic":"device-events","events":[` + hecDevice + `]}}{"event":` + hecAlarms + `}`
+	rep := r.post(t, http.MethodPost, "/services/collector/event", "Splunk "+hecToken, body)
+	if rep.status/100 == 2 {
+		t.Fatalf("answer %d %s for a request with a refused topic", rep.status, rep.raw)
+	}
+	if got := subjects(t, r.natsURL, 1, 500*time.Millisecond); len(got) != 0 {
+		t.Fatalf("a refused request published %v", got)
+	}
+	// The allowed part alone goes through.
+	rep = r.post(t, http.MethodPost, "/services/collector/event", "Splunk "+hecToken, `{"event":{"topic":"device-events","events":[`+hecDevice+`]}}`)
+	if rep.status != http.StatusOK {
+		t.Fatalf("allowed request: %d %s", rep.status, rep.raw)
+	}
+	if got := subjects(t, r.natsURL, 1, 2*time.Second); len(got) != 1 {
+		t.Fatalf("allowed request published %v, want one message", got)
+	}
+}

@@ -31,6 +31,9 @@ func (s *Server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	n, err := s.ingest(w, r, rc)
 	code := s.answer(w, rc, n, err)
+	if code == http.StatusOK {
+		auth.Commit(rc.Verifier, r) // only now is the delivery remembered as done
+	}
 	s.metrics.requests.WithLabelValues(rc.Name, strconv.Itoa(code)).Inc()
 	s.metrics.duration.WithLabelValues(rc.Name).Observe(time.Since(start).Seconds())
 }
@@ -45,17 +48,23 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request, rc *Receiver) (i
 	if err := checkMediaType(r.Header.Get("Content-Type")); err != nil {
 		return 0, err
 	}
-	// One wait budget for all of admission.
-	actx, cancel := context.WithTimeout(r.Context(), s.cfg.AdmitWait)
-	defer cancel()
-	body, release, err := s.readBody(actx, w, r)
+	// A scheme that does not sign the body is checked before the body
+	// takes admission room, so an unauthenticated sender cannot hold any.
+	early := !auth.NeedsBody(rc.Verifier)
+	if early {
+		if err := s.verify(rc, r, nil); err != nil {
+			return 0, err
+		}
+	}
+	body, release, err := s.readBody(w, r)
 	if err != nil {
 		return 0, err
 	}
 	defer release()
-	if err := rc.Verifier.Verify(r, body.Bytes()); err != nil {
-		s.metrics.authFailures.WithLabelValues(rc.Name, auth.Reason(err)).Inc()
-		return 0, err
+	if !early {
+		if err := s.verify(rc, r, body.Bytes()); err != nil {
+			return 0, err
+		}
 	}
 	topic := r.URL.Query().Get("topic")
 	if topic == "" {
@@ -65,12 +74,24 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request, rc *Receiver) (i
 	if err != nil {
 		return 0, err
 	}
-	return s.publish(actx, r.Context(), rc, batch)
+	return s.publish(r.Context(), rc, batch)
 }
 
-// readBody reserves room for the body, then reads it under the size cap.
-// release returns both the room and the buffer.
-func (s *Server) readBody(actx context.Context, w http.ResponseWriter, r *http.Request) (*bytes.Buffer, func(), error) {
+func (s *Server) verify(rc *Receiver, r *http.Request, body []byte) error {
+	err := rc.Verifier.Verify(r, body)
+	if err != nil {
+		s.metrics.authFailures.WithLabelValues(rc.Name, auth.Reason(err)).Inc()
+	}
+	return err
+}
+
+// reserveFor is the admission room a body of size bytes takes: the body
+// and the events split from it are both in memory until the answer.
+func reserveFor(size int64) int64 { return 2*size + 512 }
+
+// readBody reserves room for the body (waiting at most AdmitWait), then
+// reads it under the size cap. release returns both the room and the buffer.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (*bytes.Buffer, func(), error) {
 	if r.ContentLength > s.cfg.MaxBodyBytes {
 		return nil, nil, &http.MaxBytesError{Limit: s.cfg.MaxBodyBytes}
 	}
@@ -78,9 +99,11 @@ func (s *Server) readBody(actx context.Context, w http.ResponseWriter, r *http.R
 	if r.ContentLength >= 0 {
 		size = r.ContentLength
 	}
-	// The body, and the events split from it, are both in memory until the answer.
-	reserve := 2*size + 512
-	if err := s.admit.acquireBytes(actx, reserve); err != nil {
+	reserve := reserveFor(size)
+	actx, cancel := context.WithTimeout(r.Context(), s.cfg.AdmitWait)
+	err := s.admit.acquireBytes(actx, reserve)
+	cancel()
+	if err != nil {
 		return nil, nil, err
 	}
 	s.metrics.inflightBytes.Add(float64(reserve))
@@ -109,14 +132,31 @@ func (s *Server) readBody(actx context.Context, w http.ResponseWriter, r *http.R
 	return buf, release, nil
 }
 
-// publish maps the batch, admits its events and waits until they are
-// delivered. actx bounds the wait for admission, ctx the whole request.
-func (s *Server) publish(actx, ctx context.Context, rc *Receiver, batch codec.Batch) (int, error) {
-	n := len(batch.Events)
+// publish maps the batches, admits their events (waiting at most
+// AdmitWait) and waits until every one is delivered. Every topic is
+// checked first (allowed for the receiver, routed somewhere): a refused
+// request publishes nothing.
+func (s *Server) publish(ctx context.Context, rc *Receiver, batches ...codec.Batch) (int, error) {
+	n := 0
+	for _, b := range batches {
+		if len(b.Events) == 0 {
+			continue
+		}
+		if !rc.allows(b.Topic) {
+			return 0, fmt.Errorf("%w: %q is not in the receiver's topics (%s)", ErrTopicNotAllowed, b.Topic, strings.Join(rc.Topics, ","))
+		}
+		if err := s.router.Check(b.Topic); err != nil {
+			return 0, err
+		}
+		n += len(b.Events)
+	}
 	if n == 0 {
 		return 0, nil
 	}
-	if err := s.admit.acquireEvents(actx, n); err != nil {
+	actx, cancel := context.WithTimeout(ctx, s.cfg.AdmitWait)
+	err := s.admit.acquireEvents(actx, n)
+	cancel()
+	if err != nil {
 		return 0, err
 	}
 	s.metrics.inflightEvents.Add(float64(n))
@@ -124,10 +164,14 @@ func (s *Server) publish(actx, ctx context.Context, rc *Receiver, batch codec.Ba
 		s.admit.releaseEvents(n)
 		s.metrics.inflightEvents.Sub(float64(n))
 	}()
-	evs := make([]codec.Event, n)
+	evs := make([]codec.Event, 0, n)
+	for _, b := range batches {
+		for _, raw := range b.Events {
+			evs = append(evs, codec.Map(b.Topic, raw))
+		}
+	}
 	ptrs := make([]*codec.Event, n)
-	for i, raw := range batch.Events {
-		evs[i] = codec.Map(batch.Topic, raw)
+	for i := range evs {
 		ptrs[i] = &evs[i]
 	}
 	dctx, cancel := context.WithTimeout(ctx, s.cfg.DeliveryTimeout)
@@ -135,7 +179,9 @@ func (s *Server) publish(actx, ctx context.Context, rc *Receiver, batch codec.Ba
 	if err := s.delivery.Deliver(dctx, ptrs); err != nil {
 		return 0, err
 	}
-	s.metrics.events.WithLabelValues(rc.Name, batch.Topic).Add(float64(n))
+	for _, b := range batches {
+		s.metrics.events.WithLabelValues(rc.Name, b.Topic).Add(float64(len(b.Events)))
+	}
 	return n, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 
@@ -89,6 +90,9 @@ func parseRoutes(spec string) ([]route, error) {
 			if s != "nats" && s != "kafka" {
 				return nil, fmt.Errorf("%q: unknown sink %q: want nats or kafka", part, s)
 			}
+			if slices.Contains(rt.sinks, s) {
+				return nil, fmt.Errorf("%q names sink %q twice: every event would be written twice", part, s)
+			}
 			rt.sinks = append(rt.sinks, s)
 		}
 		routes = append(routes, rt)
@@ -132,27 +136,58 @@ func (r *Router) sinksFor(topic string) []string {
 // ErrUnrouted is returned for a topic that no route sends anywhere.
 var ErrUnrouted = errors.New("bridge: no route for topic")
 
-// Deliver implements [Delivery]. It returns the errors of every output
-// that failed, joined.
+// Check returns [ErrUnrouted] (wrapped, naming the topic) when no route
+// sends topic anywhere. Deliver checks every event first too; Check lets a
+// caller refuse a request before it takes admission room.
+func (r *Router) Check(topic string) error {
+	if len(r.sinksFor(topic)) == 0 {
+		return fmt.Errorf("%w %q (see MISTBRIDGE_ROUTES)", ErrUnrouted, topic)
+	}
+	return nil
+}
+
+// Deliver implements [Delivery]: each output gets the events whose topic
+// is routed to it, all outputs in parallel. When an event's topic is not
+// routed anywhere, nothing is delivered and the error wraps [ErrUnrouted].
+// Otherwise it returns the errors of every output that failed, joined.
 func (r *Router) Deliver(ctx context.Context, events []*codec.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	// One request carries one topic, so route the batch as a whole.
-	names := r.sinksFor(events[0].Topic)
-	if len(names) == 0 {
-		return fmt.Errorf("%w %q (see MISTBRIDGE_ROUTES)", ErrUnrouted, events[0].Topic)
+	perOutput := make(map[string][]*codec.Event, len(r.order))
+	routed := map[string][]string{}
+	for _, ev := range events {
+		names, ok := routed[ev.Topic]
+		if !ok {
+			if err := r.Check(ev.Topic); err != nil {
+				return err
+			}
+			names = r.sinksFor(ev.Topic)
+			routed[ev.Topic] = names
+		}
+		for _, n := range names {
+			perOutput[n] = append(perOutput[n], ev)
+		}
 	}
-	if len(names) == 1 {
-		return r.outputs[names[0]].Deliver(ctx, events)
+	if len(perOutput) == 1 {
+		for n, evs := range perOutput {
+			return r.outputs[n].Deliver(ctx, evs)
+		}
 	}
-	errs := make([]error, len(names))
-	var wg sync.WaitGroup
-	for i, n := range names {
+	errs := make([]error, 0, len(perOutput))
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	for n, evs := range perOutput {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = r.outputs[n].Deliver(ctx, events)
+			if err := r.outputs[n].Deliver(ctx, evs); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
 		}()
 	}
 	wg.Wait()

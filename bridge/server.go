@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +26,25 @@ type Receiver struct {
 	Verifier auth.Verifier
 	// DefaultTopic is the topic of a bare object or array body without ?topic=.
 	DefaultTopic string
+	// Topics, when set, are the only topics the receiver accepts: shell
+	// patterns such as "device-*". Others are refused with 422. Empty
+	// means any topic.
+	Topics []string
+}
+
+// ErrTopicNotAllowed is returned for a topic outside the receiver's Topics.
+var ErrTopicNotAllowed = errors.New("bridge: topic not allowed")
+
+func (rc *Receiver) allows(topic string) bool {
+	if len(rc.Topics) == 0 {
+		return true
+	}
+	for _, p := range rc.Topics {
+		if ok, _ := path.Match(p, topic); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // Options are what a [Server] is built from besides its [Config].
@@ -91,6 +111,11 @@ func New(cfg Config, o Options) (*Server, error) {
 		if !validName(rc.Name) || rc.Verifier == nil {
 			return nil, fmt.Errorf("bridge: receiver %q: want a name of letters, digits, '-', '_' and a verifier", rc.Name)
 		}
+		for _, p := range rc.Topics {
+			if _, err := path.Match(p, ""); err != nil {
+				return nil, fmt.Errorf("bridge: receiver %q: topic pattern %q: %v", rc.Name, p, err)
+			}
+		}
 		if _, dup := s.receivers[rc.Name]; dup {
 			return nil, fmt.Errorf("bridge: receiver %q is defined twice", rc.Name)
 		}
@@ -122,8 +147,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       s.cfg.ReadTimeout,
-		// A request may wait for admission and then for every broker ack.
-		WriteTimeout: s.cfg.AdmitWait + s.cfg.DeliveryTimeout + 10*time.Second,
+		// Counted from the end of the headers: a request may take ReadTimeout
+		// to arrive, wait twice for admission, then for every broker ack.
+		// Cutting it shorter could lose the answer of a delivered request.
+		WriteTimeout: s.cfg.ReadTimeout + 2*s.cfg.AdmitWait + s.cfg.DeliveryTimeout + 10*time.Second,
 		IdleTimeout:  s.cfg.IdleTimeout,
 		ErrorLog:     slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}

@@ -16,17 +16,15 @@ import (
 	"github.com/cloudevents/sdk-go/v2/binding/spec"
 
 	"github.com/mistbridge/mistbridge/codec"
+	"github.com/mistbridge/mistbridge/test/loadgen"
 )
 
-// samplesDir is ../shared/mist-samples beside the repository root.
+// samplesDir is where the Mist samples are (see loadgen.SamplesDir).
 func samplesDir(t testing.TB) string {
 	t.Helper()
-	dir, err := filepath.Abs(filepath.Join("..", "..", "shared", "mist-samples"))
+	dir, err := loadgen.SamplesDir()
 	if err != nil {
 		t.Fatal(err)
-	}
-	if _, err := os.Stat(dir); err != nil {
-		t.Skipf("mist samples not found beside the repository: %v", err)
 	}
 	return dir
 }
@@ -393,7 +391,8 @@ func FuzzSplit(f *testing.F) {
 	for _, s := range []string{`{"topic":"t","events":[{"a":1}]}`, `[{"a":1},{}]`, `{"a":"b"}`, `{"events":[1]}`, `[]`, `{"topic":null,"events":null}`} {
 		f.Add([]byte(s))
 	}
-	if files, _ := filepath.Glob(filepath.Join("..", "..", "shared", "mist-samples", "*.json")); len(files) > 0 {
+	if dir, err := loadgen.SamplesDir(); err == nil {
+		files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
 		for _, file := range files[:5] {
 			b, _ := os.ReadFile(file)
 			f.Add(b)

@@ -195,6 +195,38 @@ var (
 // what [Config.Verifier] returns.
 type wrapper interface{ unwrap() Verifier }
 
+// committer is a verifier that remembers deliveries once they succeed.
+type committer interface{ commit(r *http.Request) }
+
+// Commit tells every verifier in v's chain that r was answered 2xx, so
+// replay protection ([Replay]) remembers its delivery from now on. The
+// handler calls it after a successful answer, never before: a request that
+// failed may be sent again.
+func Commit(v Verifier, r *http.Request) {
+	for v != nil {
+		if c, ok := v.(committer); ok {
+			c.commit(r)
+		}
+		w, ok := v.(wrapper)
+		if !ok {
+			return
+		}
+		v = w.unwrap()
+	}
+}
+
+// NeedsBody reports whether v's scheme reads the body (an HMAC signature
+// does; a password or a token does not). When it does not, the handler
+// verifies a request before it reserves room for the body and reads it, so
+// an unauthenticated sender cannot hold admission room.
+func NeedsBody(v Verifier) bool {
+	switch Scheme(v).(type) {
+	case *Token, *Basic, *JWT, *None:
+		return false
+	}
+	return true
+}
+
 // Scheme returns the scheme verifier inside v, with the wrappers of this
 // package ([IPAllow], [RequireHeaders], [Replay] and what
 // [Config.Verifier] returns) taken off: a [*Mist], [*HMAC], [*Basic],

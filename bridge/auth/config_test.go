@@ -203,6 +203,7 @@ func TestConfigEndToEnd(t *testing.T) {
 		return request("/", "webhook-signature: "+swSig, "webhook-timestamp: "+swTS, "webhook-id: "+swID)
 	}
 	checkResult(t, v.Verify(sw(), []byte(swBody)), "")
+	Commit(v, sw())
 	checkResult(t, v.Verify(sw(), []byte(swBody)), ReasonReplayed)
 
 	// querystring and jwt through Config too.

@@ -159,7 +159,9 @@ func NewJWT(ctx context.Context, o JWTOptions) (*JWT, error) {
 		RefreshInterval:   refresh,
 		RefreshErrorHandlerFunc: func(string) func(context.Context, error) {
 			return func(_ context.Context, err error) {
-				log.Warn("auth: fetching the JWKS failed", "jwks_url", shown, "err", err)
+				// The HTTP client's errors quote the URL, query string and all.
+				msg := strings.ReplaceAll(err.Error(), u.String(), shown)
+				log.Warn("auth: fetching the JWKS failed", "jwks_url", shown, "err", msg)
 			}
 		},
 	})

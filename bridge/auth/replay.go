@@ -31,10 +31,13 @@ type ReplayOptions struct {
 	Now func() time.Time
 }
 
-// Replay refuses ([ReasonReplayed]) a delivery it already accepted within
-// the window. It asks the next verifier first and remembers only what that
-// accepted, so a forger cannot fill its memory or block a delivery id in
-// advance. A delivery is what key returns for the request (see
+// Replay refuses ([ReasonReplayed]) a delivery the bridge already answered
+// 2xx within the window. It asks the next verifier first and remembers only
+// deliveries that it accepted and that were then delivered ([Commit]), so a
+// forger cannot fill its memory or block a delivery id in advance, and a
+// sender's retry after an error is not refused. Two copies of a delivery in
+// flight at once both pass; their events have the same ids, so the brokers
+// and consumers drop the second. A delivery is what key returns for the request (see
 // [HMAC.DeliveryKey]); a request without one passes. Keys are kept as
 // SHA-256 digests: memory per delivery is fixed whatever the sender sends.
 // It is safe for concurrent use. Build it with [NewReplay].
@@ -71,7 +74,10 @@ func NewReplay(next Verifier, key func(*http.Request) (string, bool), o ReplayOp
 	}, nil
 }
 
-// Verify implements [Verifier].
+// Verify implements [Verifier]. It only looks: a delivery is remembered
+// by [Commit] once the bridge has answered it 2xx, so a delivery that failed
+// downstream (a broker down, the bridge full) can be sent again with the
+// same id and is not refused as a replay.
 func (p *Replay) Verify(r *http.Request, body []byte) error {
 	if err := p.next.Verify(r, body); err != nil {
 		return err
@@ -81,14 +87,26 @@ func (p *Replay) Verify(r *http.Request, body []byte) error {
 		return nil
 	}
 	d := digest(sha256.Sum256([]byte(k)))
-	now := p.now()
 	p.mu.Lock()
-	fresh := p.cache.add(d, now, now.Add(p.window))
+	seen := p.cache.contains(d, p.now())
 	p.mu.Unlock()
-	if !fresh {
+	if seen {
 		return Unauthorized(ReasonReplayed, "")
 	}
 	return nil
+}
+
+// commit remembers r's delivery for the window.
+func (p *Replay) commit(r *http.Request) {
+	k, ok := p.key(r)
+	if !ok {
+		return
+	}
+	d := digest(sha256.Sum256([]byte(k)))
+	now := p.now()
+	p.mu.Lock()
+	p.cache.add(d, now, now.Add(p.window))
+	p.mu.Unlock()
 }
 
 // Len returns how many deliveries are remembered now.
@@ -124,6 +142,12 @@ type replayCache struct {
 type replayEntry struct {
 	key digest
 	exp time.Time
+}
+
+// contains reports whether key is remembered and not expired at now.
+func (c *replayCache) contains(key digest, now time.Time) bool {
+	e, ok := c.seen[key]
+	return ok && now.Before(e)
 }
 
 // add records key until exp and reports whether it was not already there.

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -105,5 +107,30 @@ func TestAuthProblemsAreListedWithTheRest(t *testing.T) {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q lacks %q", err, w)
 		}
+	}
+}
+
+func TestBannerHidesCredentials(t *testing.T) {
+	cfg, _, err := loadConfig(map[string]string{
+		"MISTBRIDGE_WEBHOOK_SECRET": "s", "MISTBRIDGE_NATS_URL": "nats://alice:s3cretpw@127.0.0.1:4222",
+		"MISTBRIDGE_KAFKA_BROKERS": "k:9092",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	printBanner(&b, slog.New(slog.DiscardHandler), cfg, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080})
+	out := b.String()
+	if strings.Contains(out, "s3cretpw") {
+		t.Errorf("banner shows the NATS password:\n%s", out)
+	}
+	for _, want := range []string{"http://127.0.0.1:8080/webhooks/mist", "nats sub", "kcat -C -b k:9092 -t mist.device-events"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("banner lacks %q:\n%s", want, out)
+		}
+	}
+	_, _, err = loadConfig(map[string]string{"MISTBRIDGE_WEBHOOK_SECRET": "s", "MISTBRIDGE_NATS_URL": "http://alice:s3cretpw@host:4222"})
+	if err == nil || strings.Contains(err.Error(), "s3cretpw") {
+		t.Errorf("bad NATS URL error = %v: want an error without the password", err)
 	}
 }

@@ -109,6 +109,9 @@ func run(ctx context.Context, cfg config, verifier auth.Verifier, log *slog.Logg
 				}
 				cfg.NATS.URL = embedded.ClientURL()
 			}
+			if !cfg.NATS.JetStream {
+				log.Warn("MISTBRIDGE_NATS_JETSTREAM=false: core NATS is at-most-once; a 200 means the server received the events, not that anyone stored them")
+			}
 			ns, err := natssink.New(ctx, cfg.NATS, log)
 			if err != nil {
 				return err
@@ -130,7 +133,7 @@ func run(ctx context.Context, cfg config, verifier auth.Verifier, log *slog.Logg
 	}
 	srv, err := bridge.New(cfg.Bridge, bridge.Options{
 		Router:    router,
-		Receivers: []*bridge.Receiver{{Name: cfg.Bridge.Receiver, Verifier: verifier, DefaultTopic: cfg.Bridge.DefaultTopic}},
+		Receivers: []*bridge.Receiver{{Name: cfg.Bridge.Receiver, Verifier: verifier, DefaultTopic: cfg.Bridge.DefaultTopic, Topics: cfg.Bridge.Topics}},
 		Log:       log,
 		Registry:  reg,
 	})
@@ -141,27 +144,27 @@ func run(ctx context.Context, cfg config, verifier auth.Verifier, log *slog.Logg
 	if err != nil {
 		return fmt.Errorf("MISTBRIDGE_LISTEN_ADDR=%s: %w", cfg.Bridge.ListenAddr, err)
 	}
-	printBanner(log, cfg, ln.Addr())
+	printBanner(os.Stderr, log, cfg, ln.Addr())
 	err = srv.Serve(ctx, ln)
 	log.Info("stopped accepting; every request in flight answered; closing sinks", "err", err)
 	return err
 }
 
-func printBanner(log *slog.Logger, cfg config, addr net.Addr) {
+func printBanner(w io.Writer, log *slog.Logger, cfg config, addr net.Addr) {
 	host, port, _ := net.SplitHostPort(addr.String())
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		host = "localhost"
 	}
 	url := fmt.Sprintf("http://%s/webhooks/%s", net.JoinHostPort(host, port), cfg.Bridge.Receiver)
 	log.Info("mistbridge ready", "webhook_url", url, "sinks", strings.Join(cfg.Sinks, ","))
-	fmt.Fprintf(os.Stderr, "\n  Point Mist's webhook at %s\n  (use the host name Mist can reach; the secret is MISTBRIDGE_WEBHOOK_SECRET).\n", url)
+	fmt.Fprintf(w, "\n  Point Mist's webhook at %s\n  (use the host name Mist can reach; the secret is MISTBRIDGE_WEBHOOK_SECRET).\n", url)
 	if slices.Contains(cfg.Sinks, "nats") {
-		fmt.Fprintf(os.Stderr, "  Subscribe on NATS:  nats sub --server %s '%s.>'\n", cfg.NATS.URL, cfg.NATS.SubjectPrefix)
+		fmt.Fprintf(w, "  Subscribe on NATS:  nats sub --server %s '%s.>'\n", natssink.RedactURL(cfg.NATS.URL), cfg.NATS.SubjectPrefix)
 	}
 	if slices.Contains(cfg.Sinks, "kafka") {
-		fmt.Fprintf(os.Stderr, "  Read from Kafka:    kcat -C -b %s -t %s -J\n", cfg.Kafka.Brokers[0], strings.ReplaceAll(cfg.Kafka.TopicTemplate, "{topic}", "device-events"))
+		fmt.Fprintf(w, "  Read from Kafka:    kcat -C -b %s -t %s -J\n", cfg.Kafka.Brokers[0], strings.ReplaceAll(cfg.Kafka.TopicTemplate, "{topic}", "device-events"))
 	}
-	fmt.Fprintf(os.Stderr, "  Health: http://%s/readyz   Metrics: http://%s/metrics\n\n", net.JoinHostPort(host, port), net.JoinHostPort(host, port))
+	fmt.Fprintf(w, "  Health: http://%s/readyz   Metrics: http://%s/metrics\n\n", net.JoinHostPort(host, port), net.JoinHostPort(host, port))
 }
 
 func newLogger(cfg config) *slog.Logger {

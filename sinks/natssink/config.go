@@ -104,7 +104,7 @@ func (c *Config) Validate() error {
 		switch scheme {
 		case "nats", "tls", "ws", "wss":
 		default:
-			return fmt.Errorf("%sURL has %q: want nats://, tls://, ws:// or wss:// URLs, comma-separated", envPrefix, u)
+			return fmt.Errorf("%sURL has %q: want nats://, tls://, ws:// or wss:// URLs, comma-separated", envPrefix, redactURLs(u))
 		}
 	}
 	prefix := or(c.SubjectPrefix, DefaultSubjectPrefix)
@@ -214,6 +214,10 @@ func splitURLs(s string) []string {
 	}
 	return out
 }
+
+// RedactURL returns the NATS URL list s with user info (a password or
+// token) masked, for anything printed.
+func RedactURL(s string) string { return redactURLs(s) }
 
 // redactURLs masks user info (a password or token) in URLs.
 func redactURLs(s string) string {

@@ -28,6 +28,7 @@ import (
 
 	"github.com/mistbridge/mistbridge/codec"
 	"github.com/mistbridge/mistbridge/sinks"
+	"github.com/mistbridge/mistbridge/test/loadgen"
 )
 
 // Features declares what the broker under test does, so that [Run] expects
@@ -149,9 +150,6 @@ func Run(t *testing.T, s Setup) {
 	f := s.Features
 
 	t.Run("Samples", func(t *testing.T) {
-		if len(samples) == 0 {
-			t.Skip("no samples: " + samplesDir(t) + " is absent")
-		}
 		sk, r, _ := open(t, codec.Binary)
 		var all []*codec.Event
 		for _, sm := range samples {
@@ -634,32 +632,12 @@ type sample struct {
 	events []*codec.Event
 }
 
-// samplesDir is mist-samples next to the module root: the root is the
-// nearest directory above the working directory that holds go.mod.
-func samplesDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared", "mist-samples")
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("sinktest: no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// loadSamples splits and maps every sample body; nil when the directory is absent.
+// loadSamples splits and maps every sample body (see loadgen.SamplesDir).
 func loadSamples(t *testing.T) []sample {
 	t.Helper()
-	dir := samplesDir(t)
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		return nil
+	dir, err := loadgen.SamplesDir()
+	if err != nil {
+		t.Fatal(err)
 	}
 	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
 	if err != nil {

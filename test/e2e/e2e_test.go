@@ -84,6 +84,9 @@ func runMain(m *testing.M) (code int) {
 	suite.samples = os.Getenv("E2E_SAMPLES")
 	if suite.samples == "" {
 		suite.samples = filepath.Join(suite.root, "..", "shared", "mist-samples")
+		if _, err := os.Stat(suite.samples); err != nil {
+			suite.samples = filepath.Join(suite.root, "deploy", "samples") // the copy the repository ships
+		}
 	}
 
 	suite.kafka, suite.natsURL = os.Getenv("E2E_KAFKA"), os.Getenv("E2E_NATS")

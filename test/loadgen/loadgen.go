@@ -229,3 +229,30 @@ func Run(ctx context.Context, cfg Config) Result {
 	wg.Wait()
 	return res
 }
+
+// SamplesDir finds the Mist sample bodies: ../shared/mist-samples beside the
+// module root when it is there (the source of truth), else the copy the
+// repository ships in deploy/samples. It looks up from the working
+// directory for go.mod, so it works from any package's tests.
+func SamplesDir() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("loadgen: no go.mod above the working directory")
+		}
+		dir = parent
+	}
+	for _, d := range []string{filepath.Join(dir, "..", "shared", "mist-samples"), filepath.Join(dir, "deploy", "samples")} {
+		if files, _ := filepath.Glob(filepath.Join(d, "*.json")); len(files) > 0 {
+			return filepath.Clean(d), nil
+		}
+	}
+	return "", fmt.Errorf("loadgen: no samples in ../shared/mist-samples or deploy/samples under %s", dir)
+}
