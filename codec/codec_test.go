@@ -510,3 +510,32 @@ func FuzzCompact(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReadMeta holds the streaming reader behind Map to the plain
+// encoding/json one on every object Split accepts.
+func FuzzReadMeta(f *testing.F) {
+	for _, s := range []string{
+		`{"org_id":"o","site_id":"s","timestamp":1.5}`,
+		`{"orgid":"o","siteid":"s","timestamp":"1763546876.209649"}`,
+		`{"org_id":"a","org_id":5,"orgid":"b","x":{"org_id":"nested"},"site_id":"caf\u00e9"}`,
+		`{"Org_ID":"case","site_id":null,"timestamp":[1]}`,
+		"{\"site_id\":\"\xff\xfe\",\"y\":[1,{\"z\":\"w\"}]}",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		b, err := codec.Split(raw, "t")
+		if err != nil {
+			return
+		}
+		for _, ev := range b.Events {
+			got, want := codec.ReadMeta(ev), codec.ReadMetaSlow(ev)
+			if !got.OK {
+				t.Fatalf("streaming reader refused %q, which Split accepted", ev)
+			}
+			if got.Org != want.Org || got.OrgAlt != want.OrgAlt || got.Site != want.Site || got.SiteAlt != want.SiteAlt || !got.Time.Equal(want.Time) {
+				t.Fatalf("readMeta(%q) = %+v, encoding/json gives %+v", ev, got, want)
+			}
+		}
+	})
+}

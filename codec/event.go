@@ -1,6 +1,7 @@
 package codec
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -52,23 +53,14 @@ func (e *Event) PartitionKey() string {
 // Size is the number of bytes the event holds in memory, for admission.
 func (e *Event) Size() int { return len(e.Data) + len(e.ID) + len(e.Source) + len(e.Type) + 64 }
 
-// eventMeta lists the only members Map looks at. RawMessage keeps a member
-// of an unexpected type (a number org id, a null site) from failing the event.
-type eventMeta struct {
-	OrgID     json.RawMessage `json:"org_id"`
-	OrgIDAlt  json.RawMessage `json:"orgid"`
-	SiteID    json.RawMessage `json:"site_id"`
-	SiteIDAlt json.RawMessage `json:"siteid"`
-	Timestamp json.RawMessage `json:"timestamp"`
-}
-
 // compactPool holds buffers for compacting an event before hashing it.
 var compactPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 
 // Map builds the CloudEvent attributes of one event. raw must be a JSON
 // object (as [Split] returns); Map never fails on its content:
 //
-//   - org is "org_id", else "orgid"; site is "site_id", else "siteid";
+//   - org is "org_id", else "orgid"; site is "site_id", else "siteid"
+//     (names match exactly; a member of another type counts as absent);
 //   - time is "timestamp" in seconds (a number or a numeric string, fractions
 //     kept); values above 1e11 are taken as milliseconds; 0, negatives and
 //     anything else leave Time zero;
@@ -76,14 +68,16 @@ var compactPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return
 //     bytes, so the same event re-sent gets the same id whatever its
 //     whitespace, and an alarm update (same "id" member, new content) does not.
 func Map(topic string, raw []byte) Event {
-	var m eventMeta
-	_ = json.Unmarshal(raw, &m) // raw is a valid object; a type mismatch is impossible with RawMessage
+	m, ok := readMeta(raw)
+	if !ok {
+		m = readMetaSlow(raw)
+	}
 	ev := Event{
 		Type:  TypePrefix + topic,
 		Topic: topic,
-		Org:   firstString(m.OrgID, m.OrgIDAlt),
-		Site:  firstString(m.SiteID, m.SiteIDAlt),
-		Time:  parseTimestamp(m.Timestamp),
+		Org:   cmp.Or(m.org, m.orgAlt),
+		Site:  cmp.Or(m.site, m.siteAlt),
+		Time:  m.time,
 		Data:  raw,
 	}
 	ev.Source = source(ev.Org, ev.Site)
@@ -147,19 +141,6 @@ func compact(dst, raw []byte) []byte {
 	return dst
 }
 
-func firstString(vals ...json.RawMessage) string {
-	for _, v := range vals {
-		if len(v) < 2 || v[0] != '"' {
-			continue
-		}
-		var s string
-		if json.Unmarshal(v, &s) == nil && s != "" {
-			return s
-		}
-	}
-	return ""
-}
-
 func source(org, site string) string {
 	var b strings.Builder
 	b.WriteString("/mist")
@@ -198,7 +179,7 @@ func escapeSlow(s string) string {
 	return b.String()
 }
 
-func parseTimestamp(v json.RawMessage) time.Time {
+func parseTimestamp(v []byte) time.Time {
 	if len(v) == 0 {
 		return time.Time{}
 	}
