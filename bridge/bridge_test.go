@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -491,47 +493,33 @@ func TestBackpressure(t *testing.T) {
 	if a := post(t, r.url+"/webhooks/mist", warm, signed(warm)); a.code != 200 {
 		t.Fatalf("warm-up: %d %v", a.code, a.body)
 	}
-	release := make(chan struct{})
-	var once sync.Once
-	stalled := make(chan struct{})
-	r.kafka.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		r.kafka.KeepControl()
-		once.Do(func() { close(stalled) })
-		r.kafka.SleepControl(func() { <-release })
-		return nil, nil, false
-	})
+	stall := stallProduce(r.kafka)
 	first := make(chan answer, 1)
 	go func() {
 		b := loadgen.Body("device-events", 100, 10)
 		first <- post(t, r.url+"/webhooks/mist", b, signed(b))
 	}()
-	<-stalled
+	<-stall.stalled
 	b := loadgen.Body("device-events", 200, 1)
 	a := post(t, r.url+"/webhooks/mist", b, signed(b))
 	if a.code != http.StatusTooManyRequests || a.header.Get("Retry-After") != "2" {
 		t.Fatalf("full bridge answered %d (Retry-After %q) %v, want 429 with Retry-After 2", a.code, a.header.Get("Retry-After"), a.body)
 	}
-	close(release)
+	stall.release()
 	if a := <-first; a.code != 200 {
 		t.Fatalf("stalled request, once released: %d %v", a.code, a.body)
 	}
 
 	// Now stop the broker while a request waits on it.
-	stalled2 := make(chan struct{})
-	var once2 sync.Once
-	r.kafka.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		r.kafka.KeepControl()
-		once2.Do(func() { close(stalled2) })
-		r.kafka.SleepControl(func() { select {} })
-		return nil, nil, false
-	})
+	stall = stallProduce(r.kafka)
 	res := make(chan answer, 1)
 	go func() {
 		b := loadgen.Body("device-events", 300, 5)
 		res <- post(t, r.url+"/webhooks/mist", b, signed(b))
 	}()
-	<-stalled2
-	r.kafka.Close()
+	<-stall.stalled
+	stall.drop()    // the broker dies with the request in it...
+	r.kafka.Close() // ...and does not come back
 	a = <-res
 	if a.code/100 == 2 {
 		t.Fatalf("broker stopped mid-request, yet the answer is %d %v", a.code, a.body)
@@ -635,20 +623,13 @@ func TestGracefulShutdown(t *testing.T) {
 	if a := post(t, url, warm, signed(warm)); a.code != 200 {
 		t.Fatalf("warm-up %d %v", a.code, a.body)
 	}
-	release, stalled := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		once.Do(func() { close(stalled) })
-		c.SleepControl(func() { <-release })
-		return nil, nil, false
-	})
+	stall := stallProduce(c)
 	res := make(chan answer, 1)
 	go func() {
 		b := loadgen.Body("device-events", 10, 10)
 		res <- post(t, url, b, signed(b))
 	}()
-	<-stalled
+	<-stall.stalled
 	cancel() // SIGTERM
 	time.Sleep(100 * time.Millisecond)
 	select {
@@ -659,7 +640,7 @@ func TestGracefulShutdown(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
 		t.Error("new connections are still accepted while shutting down")
 	}
-	close(release)
+	stall.release()
 	if a := <-res; a.code != 200 || a.body["accepted"] != float64(10) {
 		t.Fatalf("in-flight request: %d %v, want 200", a.code, a.body)
 	}
@@ -718,3 +699,31 @@ func TestMaxConnections(t *testing.T) {
 }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+// produceStall holds the broker's next produce request, like a broker that
+// stops answering. It blocks kfake's request loop rather than using
+// SleepControl, whose queue of slept requests races inside kfake when
+// several requests on one connection sleep.
+type produceStall struct {
+	stalled chan struct{} // closed once a produce request is held
+	resume  chan bool     // true: answer it normally; false: drop the connection
+	done    atomic.Bool
+}
+
+func stallProduce(c *kfake.Cluster) *produceStall {
+	s := &produceStall{stalled: make(chan struct{}), resume: make(chan bool, 1)}
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if s.done.Swap(true) {
+			return nil, nil, false // only the first request is held
+		}
+		close(s.stalled)
+		if <-s.resume {
+			return nil, nil, false
+		}
+		return nil, errors.New("broker stopped"), true // kfake closes the connection
+	})
+	return s
+}
+
+func (s *produceStall) release() { s.resume <- true }
+func (s *produceStall) drop()    { s.resume <- false }
