@@ -84,19 +84,26 @@ func TestSlowBodyIsNotShed(t *testing.T) {
 		_, _ = pw.Write(body[10:])
 		_ = pw.Close()
 	}()
-	req, _ := http.NewRequest(http.MethodPost, r.url+"/webhooks/mist", pr)
-	req.ContentLength = int64(len(body))
+	if code, raw := postStream(t, r.url+"/webhooks/mist", pr, int64(len(body)), body); code != 200 {
+		t.Fatalf("slow body on an idle bridge: %d %s, want 200", code, raw)
+	}
+}
+
+// postStream posts a signed body read from rd, of the given length (-1:
+// chunked), and returns the status and the answer.
+func postStream(t *testing.T, url string, rd io.Reader, length int64, body []byte) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, url, rd)
+	req.ContentLength = length
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Mist-Signature-v2", loadgen.Sign(secret, body))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("slow body on an idle bridge: %d %s, want 200", resp.StatusCode, raw)
-	}
+	return resp.StatusCode, string(raw)
 }
 
 // TestUnauthenticatedSendersHoldNoRoom: with a token scheme, requests
@@ -136,18 +143,8 @@ func TestChunkedBodyAtTheSmallestValidLimits(t *testing.T) {
 		"MAX_BODY_BYTES": "1048576", "MAX_INFLIGHT_BYTES": strconv.Itoa(2*1048576 + 512),
 	}})
 	body := loadgen.Body("device-events", 0, 1)
-	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, r.url+"/webhooks/mist", io.MultiReader(bytesReader(body)))
-	req.ContentLength = -1 // chunked
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Mist-Signature-v2", loadgen.Sign(secret, body))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("chunked body: %d %s, want 200", resp.StatusCode, raw)
+	if code, raw := postStream(t, r.url+"/webhooks/mist", io.MultiReader(bytesReader(body)), -1, body); code != 200 {
+		t.Fatalf("chunked body: %d %s, want 200", code, raw)
 	}
 }
 
