@@ -532,6 +532,22 @@ func TestBackpressure(t *testing.T) {
 	if a := post(t, r.url+"/webhooks/mist", b, signed(b)); a.code != http.StatusServiceUnavailable {
 		t.Errorf("after the broker died: %d %v, want 503", a.code, a.body)
 	}
+	// Full while the broker is known down: shed with 503, not 429, so a
+	// sender knows the bridge is not merely busy.
+	full := make(chan answer, 1)
+	go func() {
+		b := loadgen.Body("device-events", 500, 10)
+		full <- post(t, r.url+"/webhooks/mist", b, signed(b))
+	}()
+	waitMetric(t, r.url, "mistbridge_inflight_events 10") // it holds every slot, retrying
+	b = loadgen.Body("device-events", 600, 1)
+	a = post(t, r.url+"/webhooks/mist", b, signed(b))
+	if a.code != http.StatusServiceUnavailable || a.body["reason"] != "brokers_failing" || a.header.Get("Retry-After") != "2" {
+		t.Errorf("full with the broker down: %d %v (Retry-After %q), want 503 brokers_failing with Retry-After 2", a.code, a.body, a.header.Get("Retry-After"))
+	}
+	if a := <-full; a.code != http.StatusServiceUnavailable {
+		t.Errorf("the request holding the slots: %d %v, want 503", a.code, a.body)
+	}
 }
 
 func TestHealth(t *testing.T) {
@@ -727,3 +743,23 @@ func stallProduce(c *kfake.Cluster) *produceStall {
 
 func (s *produceStall) release() { s.resume <- true }
 func (s *produceStall) drop()    { s.resume <- false }
+
+// waitMetric polls /metrics until a line equals want, or fails after 5s.
+func waitMetric(t *testing.T, url, want string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url + "/metrics")
+		if err == nil {
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for _, line := range strings.Split(string(raw), "\n") {
+				if line == want {
+					return
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("/metrics never showed %q", want)
+}
