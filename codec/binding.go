@@ -73,11 +73,13 @@ func (e *Event) CloudEvent() event.Event {
 	ce.DataEncoded = e.Data
 	// Extension names are constants that satisfy the spec and every value is
 	// a string, so SetExtension records no field error here.
+	// An empty id is left out, as a missing one; a long one is bounded
+	// (see BoundValue).
 	if e.Org != "" {
-		ce.SetExtension(ExtOrg, e.Org)
+		ce.SetExtension(ExtOrg, BoundValue(e.Org))
 	}
 	if e.Site != "" {
-		ce.SetExtension(ExtSite, e.Site)
+		ce.SetExtension(ExtSite, BoundValue(e.Site))
 	}
 	ce.SetExtension(ExtTopic, e.Topic)
 	ce.SetExtension(ExtPartitionKey, e.PartitionKey())

@@ -352,13 +352,27 @@ func TestPercentEncodedNATSHeaders(t *testing.T) {
 }
 
 func TestSubjectAndTopic(t *testing.T) {
-	ev := codec.Event{Topic: "device-events", Org: "o.1", Site: "s*>"}
-	if got := codec.Subject("mist", &ev); got != "mist.device-events.o_1.s__" {
-		t.Errorf("subject = %q", got)
+	uuid := "4ac1dcf4-9d8b-7211-65c4-057819f0862b"
+	tests := []struct {
+		name, prefix string
+		ev           codec.Event
+		want         string
+	}{
+		{name: "uuids as is", prefix: "mist", ev: codec.Event{Topic: "device-events", Org: uuid, Site: uuid}, want: "mist.device-events." + uuid + "." + uuid},
+		{name: "missing org and site", prefix: "a.b", ev: codec.Event{Topic: "audits", Org: "o"}, want: "a.b.audits.o._"},
+		{name: "empty is not missing", prefix: "mist", ev: codec.Event{Topic: "audits", Org: "", OrgSet: true}, want: "mist.audits.__" + hash12("") + "._"},
+		{name: "dot and wildcards", prefix: "mist", ev: codec.Event{Topic: "device-events", Org: "o.1", Site: "s*>"}, want: "mist.device-events._o-1_" + hash12("o.1") + "._s--_" + hash12("s*>")},
+		{name: "underscore first", prefix: "mist", ev: codec.Event{Topic: "t", Org: "_", Site: "_x"}, want: "mist.t.___" + hash12("_") + ".__x_" + hash12("_x")},
+		{name: "65 bytes", prefix: "mist", ev: codec.Event{Topic: "t", Site: strings.Repeat("a", 65)}, want: "mist.t._._" + strings.Repeat("a", 24) + "_" + hash12(strings.Repeat("a", 65))},
+		{name: "64 bytes as is", prefix: "mist", ev: codec.Event{Topic: "t", Site: strings.Repeat("a", 64)}, want: "mist.t._." + strings.Repeat("a", 64)},
+		{name: "bad topic of a hand-built event", prefix: "mist", ev: codec.Event{Topic: "a b"}, want: "mist._a-b_" + hash12("a b") + "._._"},
 	}
-	ev = codec.Event{Topic: "audits", Org: "o"}
-	if got := codec.Subject("a.b", &ev); got != "a.b.audits.o._" {
-		t.Errorf("subject = %q", got)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := codec.Subject(tt.prefix, &tt.ev); got != tt.want {
+				t.Errorf("subject = %q, want %q", got, tt.want)
+			}
+		})
 	}
 	if got := codec.KafkaTopic("mist.{topic}", "zone"); got != "mist.zone" {
 		t.Errorf("topic = %q", got)
@@ -384,58 +398,6 @@ func TestParseMode(t *testing.T) {
 	}
 }
 
-// FuzzSplit checks Split against encoding/json: whatever it accepts is
-// valid JSON made of objects, and the events it returns are byte-equal to
-// what encoding/json finds in the same body.
-func FuzzSplit(f *testing.F) {
-	for _, s := range []string{`{"topic":"t","events":[{"a":1}]}`, `[{"a":1},{}]`, `{"a":"b"}`, `{"events":[1]}`, `[]`, `{"topic":null,"events":null}`} {
-		f.Add([]byte(s))
-	}
-	if dir, err := loadgen.SamplesDir(); err == nil {
-		files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
-		for _, file := range files[:5] {
-			b, _ := os.ReadFile(file)
-			f.Add(b)
-		}
-	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		b, err := codec.Split(body, "fallback")
-		if err != nil {
-			return
-		}
-		if !json.Valid(body) {
-			t.Fatalf("accepted invalid JSON %q", body)
-		}
-		if err := codec.ValidateTopic(b.Topic); err != nil {
-			t.Fatalf("accepted topic %q: %v", b.Topic, err)
-		}
-		var items []json.RawMessage
-		var env struct{ Events []json.RawMessage }
-		trimmed := bytes.TrimSpace(body)
-		switch {
-		case trimmed[0] == '[':
-			_ = json.Unmarshal(trimmed, &items)
-		case json.Unmarshal(trimmed, &env) == nil && env.Events != nil:
-			items = env.Events
-		default:
-			items = []json.RawMessage{trimmed}
-		}
-		if len(items) != len(b.Events) {
-			t.Fatalf("%d events, encoding/json finds %d", len(b.Events), len(items))
-		}
-		for i := range items {
-			if !bytes.Equal(items[i], b.Events[i]) {
-				t.Fatalf("event %d = %q, want %q", i, b.Events[i], items[i])
-			}
-			var obj map[string]json.RawMessage
-			if err := json.Unmarshal(b.Events[i], &obj); err != nil {
-				t.Fatalf("event %d is not an object: %v", i, err)
-			}
-			_ = codec.Map(b.Topic, b.Events[i])
-		}
-	})
-}
-
 func BenchmarkSplitMap(b *testing.B) {
 	body := tenEventBody(b)
 	b.SetBytes(int64(len(body)))
@@ -447,6 +409,23 @@ func BenchmarkSplitMap(b *testing.B) {
 		}
 		for _, raw := range batch.Events {
 			_ = codec.Map(batch.Topic, raw)
+		}
+	}
+}
+
+// BenchmarkSplitEvents is BenchmarkSplitMap through Batch.Event, which
+// uses what Split read in its pass instead of reading each event again.
+func BenchmarkSplitEvents(b *testing.B) {
+	body := tenEventBody(b)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		batch, err := codec.Split(body, "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := range batch.Events {
+			_ = batch.Event(i)
 		}
 	}
 }
@@ -533,9 +512,32 @@ func FuzzReadMeta(f *testing.F) {
 			if !got.OK {
 				t.Fatalf("streaming reader refused %q, which Split accepted", ev)
 			}
-			if got.Org != want.Org || got.OrgAlt != want.OrgAlt || got.Site != want.Site || got.SiteAlt != want.SiteAlt || !got.Time.Equal(want.Time) {
+			if got.Org != want.Org || got.OrgAlt != want.OrgAlt || got.Site != want.Site || got.SiteAlt != want.SiteAlt || got.Has != want.Has || !got.Time.Equal(want.Time) {
 				t.Fatalf("readMeta(%q) = %+v, encoding/json gives %+v", ev, got, want)
 			}
 		}
 	})
+}
+
+// BenchmarkSplit splits real Mist bodies: zone.json as published (three
+// events) and ten device events.
+func BenchmarkSplit(b *testing.B) {
+	zone, err := os.ReadFile(filepath.Join(samplesDir(b), "zone.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name string
+		body []byte
+	}{{"zone", zone}, {"ten-device-events", tenEventBody(b)}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(bc.body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := codec.Split(bc.body, ""); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -1,8 +1,10 @@
 package codec
 
 import (
+	"bytes"
 	"cmp"
 	"crypto/sha256"
+	"encoding/base32"
 	"encoding/hex"
 	"encoding/json"
 	"math"
@@ -10,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // TypePrefix is prepended to the webhook topic to form the CloudEvent type.
@@ -26,28 +29,93 @@ const (
 
 // Event is one webhook event with its CloudEvent attributes. Data holds the
 // exact bytes the sender wrote for the event; treat it as read-only.
+//
+// Org and Site are the ids exactly as the event gives them, of any length;
+// everything that carries them out of the bridge (the Kafka record key,
+// headers, source, NATS subject) bounds them: see [Event.PartitionKey],
+// [BoundValue] and [SubjectToken].
 type Event struct {
 	ID     string    // deterministic: see [Map]
 	Type   string    // TypePrefix + Topic
-	Source string    // "/mist/orgs/<org>/sites/<site>", parts omitted when unknown
+	Source string    // "/mist/orgs/<org>/sites/<site>", parts omitted when unknown or empty
 	Time   time.Time // zero when the event has no usable timestamp
 	Topic  string    // the webhook topic, e.g. "device-events"
-	Org    string    // org_id or orgid; may be empty
-	Site   string    // site_id or siteid; may be empty
-	Data   []byte
+	Org    string    // org_id, else orgid; "" when missing or empty
+	Site   string    // site_id, else siteid; "" when missing or empty
+	// OrgSet and SiteSet tell an id given as "" from a missing one: they
+	// are true when the event has the member as a JSON string, even an
+	// empty one. A non-empty Org or Site counts as given whatever these
+	// say, so an Event built by hand needs them only for an empty id.
+	OrgSet, SiteSet bool
+	Data            []byte
 }
 
-// PartitionKey is the key that keeps a site's events in order: the site id,
-// else the org id, else the topic.
+// PartitionKey is the Kafka record key, which keeps a site's events in
+// order: the site id, else the org id, else the topic (the first that is
+// not empty), passed through [BoundValue]. So an id of up to
+// [MaxValueLen] bytes is the key exactly as the event gives it.
 func (e *Event) PartitionKey() string {
 	switch {
 	case e.Site != "":
-		return e.Site
+		return BoundValue(e.Site)
 	case e.Org != "":
-		return e.Org
+		return BoundValue(e.Org)
 	default:
-		return e.Topic
+		return BoundValue(e.Topic)
 	}
+}
+
+// MaxValueLen is the longest org or site id that the Kafka record key, the
+// mistorg, mistsite and partitionkey extensions and the source carry
+// verbatim; see [BoundValue].
+const MaxValueLen = 256
+
+// BoundValue is how an org or site id (or topic) appears in the Kafka
+// record key and in the mistorg, mistsite, partitionkey and source
+// attributes, so that no event can make them arbitrarily long:
+//
+//   - a value of at most [MaxValueLen] (256) bytes is returned unchanged;
+//   - a longer value becomes its first 256 bytes, cut back to the start of a
+//     UTF-8 sequence (253 to 256 bytes), then "~", then the first 12
+//     characters of the lowercase, unpadded base32 (RFC 4648 alphabet) of
+//     the SHA-256 of the whole value: 266 to 269 bytes.
+//
+// Distinct values give distinct results (short of a SHA-256 collision in
+// 60 bits): a result of at most 256 bytes is the value itself, and a longer
+// one ends with the hash of the value. BoundValue does not escape anything:
+// the NATS binding percent-encodes header values (control characters
+// included), and Kafka header values and keys are bytes.
+func BoundValue(s string) string {
+	if len(s) <= MaxValueLen {
+		return s
+	}
+	cut := MaxValueLen
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	var b strings.Builder
+	b.Grow(cut + 1 + hashLen)
+	b.WriteString(s[:cut])
+	b.WriteByte('~')
+	writeHash(&b, s)
+	return b.String()
+}
+
+// hashLen is the length of the hash that [BoundValue] and [SubjectToken]
+// append: 12 base32 characters, 60 bits.
+const hashLen = 12
+
+var lowerBase32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// writeHash writes the first hashLen characters of the lowercase base32 of
+// the SHA-256 of s.
+func writeHash(b *strings.Builder, s string) {
+	sum := sha256.Sum256([]byte(s))
+	var enc [8]byte // 5 bytes of hash make 8 base32 characters
+	lowerBase32.Encode(enc[:], sum[0:5])
+	b.Write(enc[:])
+	lowerBase32.Encode(enc[:], sum[5:10])
+	b.Write(enc[:hashLen-8])
 }
 
 // Size is the number of bytes the event holds in memory, for admission.
@@ -60,7 +128,10 @@ var compactPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return
 // object (as [Split] returns); Map never fails on its content:
 //
 //   - org is "org_id", else "orgid"; site is "site_id", else "siteid"
-//     (names match exactly; a member of another type counts as absent);
+//     (names match exactly; "else" means when the first is missing or "";
+//     a member of another type than string counts as missing; OrgSet and
+//     SiteSet tell "" from missing; a member given twice counts with its
+//     last value, though [Split] refuses such an event);
 //   - time is "timestamp" in seconds (a number or a numeric string, fractions
 //     kept); values above 1e11 are taken as milliseconds; 0, negatives and
 //     anything else leave Time zero;
@@ -72,13 +143,20 @@ func Map(topic string, raw []byte) Event {
 	if !ok {
 		m = readMetaSlow(raw)
 	}
+	return newEvent(topic, raw, &m)
+}
+
+// newEvent builds the event of raw from what was read from it.
+func newEvent(topic string, raw []byte, m *meta) Event {
 	ev := Event{
-		Type:  TypePrefix + topic,
-		Topic: topic,
-		Org:   cmp.Or(m.org, m.orgAlt),
-		Site:  cmp.Or(m.site, m.siteAlt),
-		Time:  m.time,
-		Data:  raw,
+		Type:    TypePrefix + topic,
+		Topic:   topic,
+		Org:     cmp.Or(m.org, m.orgAlt),
+		Site:    cmp.Or(m.site, m.siteAlt),
+		OrgSet:  m.has&(nameOrg|nameOrgAlt) != 0,
+		SiteSet: m.has&(nameSite|nameSiteAlt) != 0,
+		Time:    m.time,
+		Data:    raw,
 	}
 	ev.Source = source(ev.Org, ev.Site)
 	ev.ID = eventID(topic, raw)
@@ -141,16 +219,19 @@ func compact(dst, raw []byte) []byte {
 	return dst
 }
 
+// source is the CloudEvent source: each id passed through [BoundValue],
+// then percent-encoded as a URI path segment (bytes other than letters,
+// digits, '-', '_', '.' and '~' become %XX), so it is at most about 1.6 KB.
 func source(org, site string) string {
 	var b strings.Builder
 	b.WriteString("/mist")
 	if org != "" {
 		b.WriteString("/orgs/")
-		b.WriteString(pathEscape(org))
+		b.WriteString(pathEscape(BoundValue(org)))
 	}
 	if site != "" {
 		b.WriteString("/sites/")
-		b.WriteString(pathEscape(site))
+		b.WriteString(pathEscape(BoundValue(site)))
 	}
 	return b.String()
 }
@@ -183,8 +264,13 @@ func parseTimestamp(v []byte) time.Time {
 	if len(v) == 0 {
 		return time.Time{}
 	}
-	s := string(v)
-	if v[0] == '"' {
+	var s string
+	switch {
+	case v[0] != '"':
+		s = string(v)
+	case len(v) >= 2 && v[len(v)-1] == '"' && bytes.IndexByte(v, '\\') < 0:
+		s = string(v[1 : len(v)-1]) // the common case: nothing to unescape
+	default:
 		if json.Unmarshal(v, &s) != nil {
 			return time.Time{}
 		}

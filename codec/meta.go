@@ -10,8 +10,11 @@ import (
 )
 
 // meta is what Map reads from an event: the only members it looks at.
+// has has the name bit (nameOrg, nameOrgAlt, nameSite, nameSiteAlt) of each
+// of the four that is present as a JSON string, even an empty one.
 type meta struct {
 	org, orgAlt, site, siteAlt string
+	has                        int
 	time                       time.Time
 }
 
@@ -21,8 +24,9 @@ type metaDecoder struct {
 	d *jsontext.Decoder
 }
 
-// Split has validated the event with encoding/json, which allows duplicate
-// names and invalid UTF-8; the decoder must accept the same inputs.
+// Map promises to accept any object, even one Split would refuse (Map's
+// callers may not have split it), so the decoder accepts duplicate names and
+// invalid UTF-8.
 var metaOptions = []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
 
 var metaPool = sync.Pool{New: func() any {
@@ -51,16 +55,19 @@ func readMeta(raw []byte) (m meta, ok bool) {
 		if err != nil {
 			return meta{}, false
 		}
-		var dst *string
+		var (
+			dst *string
+			bit int
+		)
 		switch name.String() {
 		case "org_id":
-			dst = &m.org
+			dst, bit = &m.org, nameOrg
 		case "orgid":
-			dst = &m.orgAlt
+			dst, bit = &m.orgAlt, nameOrgAlt
 		case "site_id":
-			dst = &m.site
+			dst, bit = &m.site, nameSite
 		case "siteid":
-			dst = &m.siteAlt
+			dst, bit = &m.siteAlt, nameSiteAlt
 		case "timestamp":
 			v, err := d.ReadValue()
 			if err != nil {
@@ -79,6 +86,11 @@ func readMeta(raw []byte) (m meta, ok bool) {
 			return meta{}, false
 		}
 		*dst = stringValue(v)
+		if v.Kind() == '"' {
+			m.has |= bit
+		} else {
+			m.has &^= bit
+		}
 	}
 	if tok, err := d.ReadToken(); err != nil || tok.Kind() != '}' {
 		return meta{}, false
@@ -91,13 +103,19 @@ func readMeta(raw []byte) (m meta, ok bool) {
 func readMetaSlow(raw []byte) meta {
 	var fields map[string]json.RawMessage
 	_ = json.Unmarshal(raw, &fields)
-	return meta{
+	m := meta{
 		org:     stringValue(fields["org_id"]),
 		orgAlt:  stringValue(fields["orgid"]),
 		site:    stringValue(fields["site_id"]),
 		siteAlt: stringValue(fields["siteid"]),
 		time:    parseTimestamp(fields["timestamp"]),
 	}
+	for name, bit := range map[string]int{"org_id": nameOrg, "orgid": nameOrgAlt, "site_id": nameSite, "siteid": nameSiteAlt} {
+		if v := fields[name]; len(v) > 0 && v[0] == '"' {
+			m.has |= bit
+		}
+	}
+	return m
 }
 
 // stringValue is the JSON string v decoded, or "" when v is not a string.
