@@ -53,7 +53,29 @@ func isSizeError(err error) bool {
 	return errors.Is(err, kafka.MessageSizeTooLarge) || errors.Is(err, kafka.RecordListTooLarge)
 }
 
-// produceError wraps the error of one record sent to topic.
-func produceError(topic string, err error) error {
-	return classify(fmt.Errorf("kafkasink: produce to %s: %w", topic, err))
+// produceError wraps the error of the record of event id sent to topic.
+func produceError(id, topic string, err error) error {
+	return classify(fmt.Errorf("kafkasink: event %s: produce to %s: %w", id, topic, err))
+}
+
+// maxTopicLen is Kafka's limit on a topic name.
+const maxTopicLen = 249
+
+// checkTopic applies Kafka's rule for topic names (1 to 249 characters of
+// [a-zA-Z0-9._-], not "." or ".."), which the brokers enforce when they
+// create a topic and kfake does not. The error wraps kafka.InvalidTopic.
+func checkTopic(topic string) error {
+	switch {
+	case topic == "" || topic == "." || topic == "..":
+		return fmt.Errorf("topic %q: %w", topic, kafka.InvalidTopic)
+	case len(topic) > maxTopicLen:
+		return fmt.Errorf("topic %.40q... of %d characters, over Kafka's %d: %w", topic, len(topic), maxTopicLen, kafka.InvalidTopic)
+	}
+	for i := 0; i < len(topic); i++ {
+		c := topic[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("topic %q has %q: a Kafka topic accepts letters, digits, '.', '_' and '-': %w", topic, c, kafka.InvalidTopic)
+		}
+	}
+	return nil
 }

@@ -122,13 +122,17 @@ func (s *Sink) Name() string { return Name }
 // returns nil, a [sinks.WriteErrors] in the order of events, or an error for
 // the whole call (no broker reachable, ctx done, [sinks.ErrClosed]).
 //
-// A record the brokers refuse for its size is sent again alone, so an event
-// is never reported as too large because it shared a batch with a large
-// one, and when the brokers refuse a topic (authorization, invalid name)
-// only the events bound for that topic fail. When ctx ends first, Write
-// returns ctx's error, and the records may still be written afterwards;
-// the events' deterministic ids let consumers drop the duplicates a retry
-// then makes. Write copies what it hands to
+// A record that cannot be sent fails alone and permanently, before any
+// request: its topic name is invalid (over 249 characters, or a character
+// other than letters, digits, '.', '_' and '-'; the error wraps
+// kafka.InvalidTopic), or it is larger than kafka-go's 1 MiB request limit
+// (kafka.MessageSizeTooLarge). A record the brokers refuse for its size is
+// sent again alone, so an event is never reported as too large because it
+// shared a batch with a large one, and when the brokers refuse a topic
+// (authorization, invalid name) only the events bound for that topic fail.
+// When ctx ends first, Write returns ctx's error, and the records may
+// still be written afterwards; the events' deterministic ids let consumers
+// drop the duplicates a retry then makes. Write copies what it hands to
 // kafka-go, so it never reads the events after it returns.
 func (s *Sink) Write(ctx context.Context, events []*codec.Event) error {
 	if len(events) == 0 {
@@ -158,7 +162,7 @@ func (s *Sink) Write(ctx context.Context, events []*codec.Event) error {
 		send = append(send, i)
 	}
 	if len(send) > 0 {
-		if err := s.produce(ctx, msgs, send, out); err != nil {
+		if err := s.produce(ctx, events, msgs, send, out); err != nil {
 			if len(send) == len(events) {
 				return err
 			}
@@ -176,8 +180,16 @@ func (s *Sink) Write(ctx context.Context, events []*codec.Event) error {
 }
 
 // record encodes ev for topic. In binary mode the value is ev.Data copied
-// to the end of *arena, one allocation per Write rather than per event.
+// to the end of *arena, one allocation per Write rather than per event. A
+// topic Kafka cannot hold ([checkTopic]) or a record over the request limit
+// is refused here, with a permanent error, before kafka-go sees it: the
+// sink does not rely on every broker refusing an invalid topic name (kfake
+// accepts one), and an oversized record would fail the whole WriteMessages
+// call.
 func (s *Sink) record(ctx context.Context, ev *codec.Event, topic string, arena *[]byte) (kafka.Message, error) {
+	if err := checkTopic(topic); err != nil {
+		return kafka.Message{}, sinks.Permanent(fmt.Errorf("kafkasink: event %s: %w", ev.ID, err))
+	}
 	hs, value, err := codec.KafkaRecord(ctx, ev, s.mode)
 	if err != nil {
 		return kafka.Message{}, sinks.Permanent(fmt.Errorf("kafkasink: event %s: %w", ev.ID, err))
@@ -209,10 +221,10 @@ func recordSizeBound(m *kafka.Message) int {
 	return n
 }
 
-// produce writes msgs[i] for each i in idx with one WriteMessages call. It
-// records each record's outcome in out[i] and returns a non-nil error only
-// when the call failed as a whole.
-func (s *Sink) produce(ctx context.Context, msgs []kafka.Message, idx []int, out sinks.WriteErrors) error {
+// produce writes msgs[i], the record of events[i], for each i in idx with
+// one WriteMessages call. It records each record's outcome in out[i] and
+// returns a non-nil error only when the call failed as a whole.
+func (s *Sink) produce(ctx context.Context, events []*codec.Event, msgs []kafka.Message, idx []int, out sinks.WriteErrors) error {
 	batch := make([]kafka.Message, len(idx))
 	for j, i := range idx {
 		batch[j] = msgs[i]
@@ -230,14 +242,14 @@ func (s *Sink) produce(ctx context.Context, msgs []kafka.Message, idx []int, out
 			case isSizeError(e):
 				tooLarge = append(tooLarge, idx[j])
 			default:
-				out[idx[j]] = produceError(batch[j].Topic, e)
+				out[idx[j]] = produceError(events[idx[j]].ID, batch[j].Topic, e)
 			}
 		}
-		s.isolate(ctx, msgs, tooLarge, out)
+		s.isolate(ctx, events, msgs, tooLarge, out)
 		return nil
 	}
 	if isSizeError(err) {
-		s.isolate(ctx, msgs, idx, out)
+		s.isolate(ctx, events, msgs, idx, out)
 		return nil
 	}
 	err = classify(s.wholeCallError(len(batch), err))
@@ -246,7 +258,7 @@ func (s *Sink) produce(ctx context.Context, msgs []kafka.Message, idx []int, out
 		// every topic in it; find out which topics are really refused.
 		if groups := byTopic(msgs, idx); len(groups) > 1 {
 			for _, g := range groups {
-				if gerr := s.produce(ctx, msgs, g, out); gerr != nil {
+				if gerr := s.produce(ctx, events, msgs, g, out); gerr != nil {
 					for _, i := range g {
 						out[i] = gerr
 					}
@@ -262,7 +274,7 @@ func (s *Sink) produce(ctx context.Context, msgs []kafka.Message, idx []int, out
 // its own: the brokers refused a batch that held them for its size, and
 // only a record refused alone is too large. Such a record is marked
 // permanent; the others are written now.
-func (s *Sink) isolate(ctx context.Context, msgs []kafka.Message, idx []int, out sinks.WriteErrors) {
+func (s *Sink) isolate(ctx context.Context, events []*codec.Event, msgs []kafka.Message, idx []int, out sinks.WriteErrors) {
 	if len(idx) == 0 {
 		return
 	}
@@ -278,7 +290,7 @@ func (s *Sink) isolate(ctx context.Context, msgs []kafka.Message, idx []int, out
 	if errors.As(err, &werrs) && len(werrs) == len(batch) {
 		for j, e := range werrs {
 			if e != nil {
-				out[idx[j]] = produceError(batch[j].Topic, e)
+				out[idx[j]] = produceError(events[idx[j]].ID, batch[j].Topic, e)
 			}
 		}
 		return

@@ -12,7 +12,12 @@
 //
 // The sink does not retry: a failed message comes back as an error,
 // [sinks.Permanent] when publishing it again cannot succeed, and the caller
-// (sinks.Retrying) decides what to do.
+// (sinks.Retrying) decides what to do. Before a message reaches the wire,
+// the sink refuses what nats-server would answer by closing the connection
+// or refusing it (a subject too long for its control line, an invalid
+// subject, a message over max_payload): that message alone fails,
+// permanently. When the connection closes anyway (nats.go does not
+// reconnect a closed connection), the sink dials a new one.
 package natssink
 
 import (
@@ -45,24 +50,60 @@ const reconnectBufSize = 8 << 20
 // letter within the duplicate window.
 const deadLetterIDSuffix = ":deadletter"
 
+// Redial backoff: after a connection closes for good, the sink dials a
+// new one at once when the old one had lived at least redialStable, and
+// otherwise waits, from redialMin doubling up to redialMax, so that a
+// server that closes every connection at once is not dialled in a loop.
+const (
+	redialMin    = 250 * time.Millisecond
+	redialMax    = 15 * time.Second
+	redialStable = 30 * time.Second
+)
+
 // Sink writes events to NATS. It is safe for concurrent use.
 type Sink struct {
 	cfg  Config
 	mode codec.Mode
-	nc   *nats.Conn
-	js   jetstream.JetStream // nil with core NATS
 	log  *slog.Logger
 
-	closed   atomic.Bool
-	connGone chan struct{} // closed by the connection's ClosedHandler
+	// subject is the subject of an event: codec.Subject under
+	// cfg.SubjectPrefix. Tests replace it to publish subjects the codec
+	// would never build.
+	subject func(ev *codec.Event) string
+
+	// cur is the connection in use. The redialer replaces it when it
+	// closes for good; Write, DeadLetter and Ready load it once per call.
+	cur atomic.Pointer[conn]
+
+	// mu orders Close against the redialer's swap of cur: once closed is
+	// set under mu, cur no longer changes.
+	mu     sync.Mutex
+	closed atomic.Bool
+
+	// stop ends the workers (the redialer and, with JetStream, the stream
+	// keeper); Close calls it and waits for them.
+	stop    context.CancelFunc
+	workers sync.WaitGroup
 
 	// The stream keeper (JetStream only) makes sure the stream exists when
-	// the connection comes up, and again when a publish finds no stream.
-	streamOK   atomic.Bool
-	kick       chan struct{}
-	stopKeeper context.CancelFunc
-	keeper     sync.WaitGroup
+	// a connection comes up, and again when a publish finds no stream.
+	streamOK atomic.Bool
+	kick     chan struct{}
 }
+
+// conn is one nats.Conn of the sink with what hangs off it. A nats.Conn
+// that has closed (status CLOSED) never comes back, so the sink replaces
+// the whole conn rather than waiting for it.
+type conn struct {
+	nc   *nats.Conn
+	js   jetstream.JetStream // nil with core NATS
+	born time.Time
+
+	gone     chan struct{} // closed by the connection's ClosedHandler
+	goneOnce sync.Once
+}
+
+func (c *conn) markGone() { c.goneOnce.Do(func() { close(c.gone) }) }
 
 var _ sinks.Sink = (*Sink)(nil)
 
@@ -76,6 +117,13 @@ var _ sinks.Sink = (*Sink)(nil)
 // and CreateStream is false, its subjects overlap another stream's) fails
 // New. When NATS is not reachable yet, a background keeper does it on
 // connect. A nil log discards.
+//
+// nats.go reconnects a dropped connection, but a connection the server
+// closed for good (after "maximum control line exceeded", for one) stays
+// closed; the sink then dials a new one with the same options, at once
+// and then with backoff (see redialMin), logs it once, and swaps it in for
+// Write, DeadLetter and Ready, which fail transiently meanwhile. New
+// starts that redialer and the stream keeper; [Sink.Close] stops them.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Sink, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("natssink: %w", err)
@@ -90,13 +138,72 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Sink, error) {
 	}
 	log = log.With("sink", Name)
 	s := &Sink{
-		cfg:      cfg,
-		mode:     mode,
-		log:      log,
-		connGone: make(chan struct{}),
-		kick:     make(chan struct{}, 1),
+		cfg:  cfg,
+		mode: mode,
+		log:  log,
+		kick: make(chan struct{}, 1),
 	}
+	s.subject = func(ev *codec.Event) string { return codec.Subject(s.cfg.SubjectPrefix, ev) }
 
+	c, err := s.dial()
+	if err != nil {
+		return nil, err
+	}
+	s.cur.Store(c)
+	log.Info("nats sink configured", "config", cfg, "connected", c.nc.IsConnected())
+	if cfg.JetStream && c.nc.IsConnected() {
+		if err := s.ensureStream(ctx, c.js); err != nil {
+			var apiErr *jetstream.APIError
+			if errors.Is(err, errNoStream) || errors.As(err, &apiErr) && apiErr.Code == 400 {
+				c.nc.Close()
+				return nil, err
+			}
+			log.Warn("stream not ready yet; will retry", "stream", cfg.Stream, "err", err)
+		}
+	}
+	workCtx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	s.workers.Add(1)
+	go s.redial(workCtx)
+	if cfg.JetStream {
+		s.workers.Add(1)
+		go s.keepStream(workCtx)
+		if !s.streamOK.Load() {
+			s.checkStream()
+		}
+	}
+	return s, nil
+}
+
+// dial builds a new connection with the sink's options. With
+// RetryOnFailedConnect, nats.Connect fails only for a setting it cannot
+// use (an unreadable credentials file); an unreachable server makes a
+// connection that keeps trying in the background.
+func (s *Sink) dial() (*conn, error) {
+	c := &conn{gone: make(chan struct{}), born: time.Now()}
+	nc, err := nats.Connect(strings.Join(splitURLs(s.cfg.URL), ","), s.options(c)...)
+	if err != nil {
+		return nil, fmt.Errorf("natssink: connect to %s: %w", redactURLs(s.cfg.URL), err)
+	}
+	c.nc = nc
+	if !s.cfg.JetStream {
+		return c, nil
+	}
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncTimeout(s.cfg.PublishTimeout),
+		jetstream.WithPublishAsyncMaxPending(4096),
+	)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("natssink: jetstream: %w", err)
+	}
+	c.js = js
+	return c, nil
+}
+
+// options are the nats.go options of connection c.
+func (s *Sink) options(c *conn) []nats.Option {
+	log := s.log
 	opts := []nats.Option{
 		nats.Name("mistbridge"),
 		nats.MaxReconnects(-1),
@@ -121,54 +228,89 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Sink, error) {
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			log.Error("NATS refused an operation", "err", err)
 		}),
-		nats.ClosedHandler(func(*nats.Conn) { close(s.connGone) }),
+		nats.ClosedHandler(func(*nats.Conn) { c.markGone() }),
 	}
-	if cfg.CredsFile != "" {
-		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	if s.cfg.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(s.cfg.CredsFile))
 	}
-	if cfg.Token != "" {
-		opts = append(opts, nats.Token(cfg.Token))
+	if s.cfg.Token != "" {
+		opts = append(opts, nats.Token(s.cfg.Token))
 	}
-	if cfg.TLSCAFile != "" {
-		opts = append(opts, nats.RootCAs(cfg.TLSCAFile))
+	if s.cfg.TLSCAFile != "" {
+		opts = append(opts, nats.RootCAs(s.cfg.TLSCAFile))
 	}
-	nc, err := nats.Connect(strings.Join(splitURLs(cfg.URL), ","), opts...)
-	if err != nil {
-		return nil, fmt.Errorf("natssink: connect to %s: %w", redactURLs(cfg.URL), err)
-	}
-	s.nc = nc
-	log.Info("nats sink configured", "config", cfg, "connected", nc.IsConnected())
-	if !cfg.JetStream {
-		return s, nil
-	}
+	return opts
+}
 
-	js, err := jetstream.New(nc,
-		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout),
-		jetstream.WithPublishAsyncMaxPending(4096),
-	)
-	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("natssink: jetstream: %w", err)
-	}
-	s.js = js
-	if nc.IsConnected() {
-		if err := s.ensureStream(ctx); err != nil {
-			var apiErr *jetstream.APIError
-			if errors.Is(err, errNoStream) || errors.As(err, &apiErr) && apiErr.Code == 400 {
-				nc.Close()
-				return nil, err
-			}
-			log.Warn("stream not ready yet; will retry", "stream", cfg.Stream, "err", err)
+// redial replaces the current connection whenever it closes for good
+// (the server closed it after a protocol error such as "maximum control
+// line exceeded", or an authorization error; nats.go reconnects a dropped
+// connection by itself, but never a closed one), until ctx ends or the
+// sink is closed. It logs each closure once, and a failing dial once per
+// closure.
+func (s *Sink) redial(ctx context.Context) {
+	defer s.workers.Done()
+	var delay time.Duration
+	for {
+		c := s.cur.Load()
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.gone:
 		}
-	}
-	keeperCtx, stop := context.WithCancel(context.Background())
-	s.stopKeeper = stop
-	s.keeper.Add(1)
-	go s.keepStream(keeperCtx)
-	if !s.streamOK.Load() {
+		if s.closed.Load() {
+			return
+		}
+		if time.Since(c.born) >= redialStable {
+			delay = 0
+		}
+		s.log.Warn("NATS connection closed for good; dialling a new one",
+			"url", redactURLs(s.cfg.URL), "err", c.nc.LastError(), "in", delay)
+		next, ok := s.dialUntil(ctx, &delay)
+		if !ok {
+			return
+		}
+		s.mu.Lock()
+		if s.closed.Load() {
+			s.mu.Unlock()
+			next.nc.Close()
+			return
+		}
+		s.cur.Store(next)
+		s.mu.Unlock()
+		s.log.Info("dialled a new NATS connection", "connected", next.nc.IsConnected())
 		s.checkStream()
 	}
-	return s, nil
+}
+
+// dialUntil dials after *delay, and again with backoff while dialling
+// fails, until it succeeds (true) or ctx ends (false). It leaves in
+// *delay the wait before the next redial.
+func (s *Sink) dialUntil(ctx context.Context, delay *time.Duration) (*conn, bool) {
+	logged := false
+	for {
+		if *delay > 0 {
+			t := time.NewTimer(*delay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, false
+			case <-t.C:
+			}
+		}
+		*delay = min(max(2**delay, redialMin), redialMax)
+		if ctx.Err() != nil {
+			return nil, false
+		}
+		c, err := s.dial()
+		if err == nil {
+			return c, true
+		}
+		if !logged {
+			s.log.Error("dialling NATS failed; retrying with backoff", "err", err)
+			logged = true
+		}
+	}
 }
 
 // Name returns "nats".
@@ -181,6 +323,12 @@ func (s *Sink) Name() string { return Name }
 // [sinks.ErrClosed]). When the connection is down Write fails at once
 // rather than buffering messages it could not confirm.
 //
+// A message nats-server would refuse is not sent: its subject is longer
+// than [MaxSubjectLen] ([ErrSubjectTooLong]) or not a valid publish subject
+// ([ErrInvalidSubject]), or it is larger than the server's max_payload,
+// headers included (nats.ErrMaxPayload). Its error is [sinks.Permanent],
+// names the event, and the other events of the call are published.
+//
 // With JetStream, a message whose PubAck does not arrive before ctx ends
 // may still be stored; its Nats-Msg-Id makes the retry a duplicate the
 // stream drops. nats.go copies each message when it is published, so Write
@@ -192,20 +340,21 @@ func (s *Sink) Write(ctx context.Context, events []*codec.Event) error {
 	if s.closed.Load() {
 		return fmt.Errorf("natssink: write: %w", sinks.ErrClosed)
 	}
-	if err := s.connected(); err != nil {
+	c := s.cur.Load()
+	if err := s.connected(c); err != nil {
 		return fmt.Errorf("natssink: publish %d messages: %w", len(events), err)
 	}
-	if s.js != nil {
-		return s.writeJetStream(ctx, events)
+	if c.js != nil {
+		return s.writeJetStream(ctx, c, events)
 	}
-	return s.writeCore(ctx, events)
+	return s.writeCore(ctx, c, events)
 }
 
-func (s *Sink) writeJetStream(ctx context.Context, events []*codec.Event) error {
+func (s *Sink) writeJetStream(ctx context.Context, c *conn, events []*codec.Event) error {
 	out := make(sinks.WriteErrors, len(events))
 	futures := make([]jetstream.PubAckFuture, len(events))
 	for i, ev := range events {
-		msg, err := s.message(ctx, ev, codec.Subject(s.cfg.SubjectPrefix, ev))
+		msg, err := s.message(ctx, c, ev, s.subject(ev), "")
 		if err != nil {
 			out[i] = err
 			continue
@@ -213,9 +362,9 @@ func (s *Sink) writeJetStream(ctx context.Context, events []*codec.Event) error 
 		// No retries inside nats.go: a retried publish would read the
 		// message after Write may have returned, and retries belong to
 		// sinks.Retrying.
-		f, err := s.js.PublishMsgAsync(msg, jetstream.WithMsgID(ev.ID), jetstream.WithRetryAttempts(0))
+		f, err := c.js.PublishMsgAsync(msg, jetstream.WithMsgID(ev.ID), jetstream.WithRetryAttempts(0))
 		if err != nil {
-			out[i] = s.publishError(msg.Subject, err)
+			out[i] = s.publishError(ev, msg.Subject, err)
 			continue
 		}
 		futures[i] = f
@@ -227,7 +376,7 @@ func (s *Sink) writeJetStream(ctx context.Context, events []*codec.Event) error 
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			out[i] = s.publishError(f.Msg().Subject, err)
+			out[i] = s.publishError(events[i], f.Msg().Subject, err)
 		case <-ctx.Done():
 			// Keep the outcomes that are already known; the rest are unknown.
 			for j := i; j < len(futures); j++ {
@@ -237,7 +386,7 @@ func (s *Sink) writeJetStream(ctx context.Context, events []*codec.Event) error 
 				select {
 				case <-futures[j].Ok():
 				case err := <-futures[j].Err():
-					out[j] = s.publishError(futures[j].Msg().Subject, err)
+					out[j] = s.publishError(events[j], futures[j].Msg().Subject, err)
 				default:
 					out[j] = fmt.Errorf("natssink: publish to %s: waiting for the PubAck: %w", futures[j].Msg().Subject, ctx.Err())
 				}
@@ -248,25 +397,24 @@ func (s *Sink) writeJetStream(ctx context.Context, events []*codec.Event) error 
 	return nilIfNone(out)
 }
 
-func (s *Sink) writeCore(ctx context.Context, events []*codec.Event) error {
+func (s *Sink) writeCore(ctx context.Context, c *conn, events []*codec.Event) error {
 	out := make(sinks.WriteErrors, len(events))
 	published := 0
 	for i, ev := range events {
-		msg, err := s.message(ctx, ev, codec.Subject(s.cfg.SubjectPrefix, ev))
+		// A stream that captures these subjects drops duplicates by this id.
+		msg, err := s.message(ctx, c, ev, s.subject(ev), "")
 		if err != nil {
 			out[i] = err
 			continue
 		}
-		// A stream that captures these subjects drops duplicates by this id.
-		msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
-		if err := s.nc.PublishMsg(msg); err != nil {
-			out[i] = s.publishError(msg.Subject, err)
+		if err := c.nc.PublishMsg(msg); err != nil {
+			out[i] = s.publishError(ev, msg.Subject, err)
 			continue
 		}
 		published++
 	}
 	if published > 0 {
-		if err := s.flush(ctx); err != nil {
+		if err := s.flush(ctx, c); err != nil {
 			for i, e := range out {
 				if e == nil {
 					out[i] = err
@@ -280,38 +428,49 @@ func (s *Sink) writeCore(ctx context.Context, events []*codec.Event) error {
 // flush waits until the server has processed everything published so
 // far, at most PublishTimeout: while the connection is reconnecting a
 // flush waits for the reconnection.
-func (s *Sink) flush(ctx context.Context) error {
+func (s *Sink) flush(ctx context.Context, c *conn) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
 	defer cancel()
-	if err := s.nc.FlushWithContext(ctx); err != nil {
+	if err := c.nc.FlushWithContext(ctx); err != nil {
 		return fmt.Errorf("natssink: flush: %w", err)
 	}
 	return nil
 }
 
-// message encodes ev for subject.
-func (s *Sink) message(ctx context.Context, ev *codec.Event, subject string) (*nats.Msg, error) {
+// message encodes ev for subject with Nats-Msg-Id = ev.ID+idSuffix (the
+// id JetStream drops duplicates by; WithMsgID sets the same value again)
+// and extra headers, and checks it with [checkMessage]. Every error it
+// returns is permanent.
+func (s *Sink) message(ctx context.Context, c *conn, ev *codec.Event, subject, idSuffix string, extra ...string) (*nats.Msg, error) {
 	h, data, err := codec.NATSMessage(ctx, ev, s.mode)
 	if err != nil {
 		return nil, sinks.Permanent(fmt.Errorf("natssink: event %s: %w", ev.ID, err))
 	}
-	return &nats.Msg{Subject: subject, Header: nats.Header(h), Data: data}, nil
+	msg := &nats.Msg{Subject: subject, Header: nats.Header(h), Data: data}
+	msg.Header.Set(jetstream.MsgIDHeader, ev.ID+idSuffix)
+	for i := 0; i+1 < len(extra); i += 2 {
+		msg.Header.Set(extra[i], extra[i+1])
+	}
+	if err := checkMessage(msg, c.nc.MaxPayload()); err != nil {
+		return nil, sinks.Permanent(fmt.Errorf("natssink: event %s: %w", ev.ID, err))
+	}
+	return msg, nil
 }
 
-func (s *Sink) publishError(subject string, err error) error {
+func (s *Sink) publishError(ev *codec.Event, subject string, err error) error {
 	if errors.Is(err, jetstream.ErrNoStreamResponse) {
 		s.checkStream() // the stream may have been deleted
 	}
-	return classify(fmt.Errorf("natssink: publish to %s: %w", subject, err))
+	return classify(fmt.Errorf("natssink: event %s: publish to %s: %w", ev.ID, subject, err))
 }
 
-// connected fails when the connection is not up, with the status.
-func (s *Sink) connected() error {
-	switch st := s.nc.Status(); st {
+// connected fails when c is not up, with its status.
+func (s *Sink) connected(c *conn) error {
+	switch st := c.nc.Status(); st {
 	case nats.CONNECTED:
 		return nil
 	case nats.CLOSED:
-		return fmt.Errorf("%w (%s)", nats.ErrConnectionClosed, redactURLs(s.cfg.URL))
+		return fmt.Errorf("%w (%s; dialling a new connection)", nats.ErrConnectionClosed, redactURLs(s.cfg.URL))
 	default:
 		return fmt.Errorf("%w (%s: %s)", nats.ErrDisconnected, redactURLs(s.cfg.URL), st)
 	}
@@ -329,27 +488,27 @@ func nilIfNone(out sinks.WriteErrors) error {
 // DeadLetter publishes ev to the dead-letter subject as Write would have
 // (same headers and payload), plus the [sinks.HeaderDeadLetterReason] and
 // [sinks.HeaderDeadLetterSink] headers, and waits for the PubAck (JetStream)
-// or a flush (core NATS).
+// or a flush (core NATS). A dead letter over the server's max_payload is
+// refused before it is sent, with a permanent error; other errors are
+// classified as Write's are.
 func (s *Sink) DeadLetter(ctx context.Context, ev *codec.Event, cause error) error {
 	if s.closed.Load() {
 		return fmt.Errorf("natssink: dead-letter: %w", sinks.ErrClosed)
 	}
-	if err := s.connected(); err != nil {
+	c := s.cur.Load()
+	if err := s.connected(c); err != nil {
 		return fmt.Errorf("natssink: dead-letter event %s: %w", ev.ID, err)
 	}
-	msg, err := s.message(ctx, ev, s.cfg.DeadLetterSubject)
+	msg, err := s.message(ctx, c, ev, s.cfg.DeadLetterSubject, deadLetterIDSuffix,
+		sinks.HeaderDeadLetterReason, sinks.DeadLetterReason(cause),
+		sinks.HeaderDeadLetterSink, Name)
 	if err != nil {
 		return err
 	}
-	msg.Header.Set(sinks.HeaderDeadLetterReason, sinks.DeadLetterReason(cause))
-	msg.Header.Set(sinks.HeaderDeadLetterSink, Name)
-	if s.js != nil {
-		_, err = s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID+deadLetterIDSuffix), jetstream.WithRetryAttempts(0))
-	} else {
-		msg.Header.Set(jetstream.MsgIDHeader, ev.ID+deadLetterIDSuffix)
-		if err = s.nc.PublishMsg(msg); err == nil {
-			err = s.flush(ctx)
-		}
+	if c.js != nil {
+		_, err = c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID+deadLetterIDSuffix), jetstream.WithRetryAttempts(0))
+	} else if err = c.nc.PublishMsg(msg); err == nil {
+		err = s.flush(ctx, c)
 	}
 	if err != nil {
 		return classify(fmt.Errorf("natssink: dead-letter event %s to %s: %w", ev.ID, msg.Subject, err))
@@ -357,19 +516,22 @@ func (s *Sink) DeadLetter(ctx context.Context, ev *codec.Event, cause error) err
 	return nil
 }
 
-// Ready reports whether the connection is up and, with JetStream, whether
-// the stream answers an info request within ctx.
+// Ready reports whether the current connection is up and, with JetStream,
+// whether the stream answers an info request within ctx. While the sink
+// dials a new connection after one closed, Ready returns an error wrapping
+// nats.ErrConnectionClosed.
 func (s *Sink) Ready(ctx context.Context) error {
 	if s.closed.Load() {
 		return fmt.Errorf("natssink: ready: %w", sinks.ErrClosed)
 	}
-	if err := s.connected(); err != nil {
+	c := s.cur.Load()
+	if err := s.connected(c); err != nil {
 		return fmt.Errorf("natssink: not ready: %w", err)
 	}
-	if s.js == nil {
+	if c.js == nil {
 		return nil
 	}
-	if _, err := s.js.Stream(ctx, s.cfg.Stream); err != nil {
+	if _, err := c.js.Stream(ctx, s.cfg.Stream); err != nil {
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			s.checkStream()
 		}
@@ -378,27 +540,34 @@ func (s *Sink) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Close stops new writes and drains the connection: what was published is
-// flushed before it closes. When ctx ends first the connection is closed at
-// once and ctx's error returned. Close is idempotent.
+// Close stops new writes, stops the redialer and the stream keeper and
+// waits for them (a dial in progress ends within nats.go's connect
+// timeout, 2s per server), then drains the connection: what was published
+// is flushed before it closes. When ctx ends first the connection is
+// closed at once and ctx's error returned. Close is idempotent and safe to
+// call concurrently with every other method.
 func (s *Sink) Close(ctx context.Context) error {
-	if s.closed.Swap(true) {
+	s.mu.Lock()
+	already := s.closed.Swap(true)
+	s.mu.Unlock()
+	if already {
 		return nil
 	}
-	if s.stopKeeper != nil {
-		s.stopKeeper()
-		s.keeper.Wait()
-	}
-	if err := s.nc.Drain(); err != nil {
-		// Not connected: there is nothing to flush.
-		s.nc.Close()
+	// From here on cur does not change: the redialer swaps only under mu
+	// while the sink is open.
+	s.stop()
+	s.workers.Wait()
+	c := s.cur.Load()
+	if err := c.nc.Drain(); err != nil {
+		// Not connected (or closed already): there is nothing to flush.
+		c.nc.Close()
 		return nil
 	}
 	select {
-	case <-s.connGone:
+	case <-c.gone:
 		return nil
 	case <-ctx.Done():
-		s.nc.Close()
+		c.nc.Close()
 		return fmt.Errorf("natssink: close: %w", ctx.Err())
 	}
 }

@@ -31,12 +31,13 @@ func (s *Sink) subjects() []string {
 	return []string{s.cfg.SubjectPrefix + ".>", s.cfg.DeadLetterSubject}
 }
 
-// ensureStream makes sure the stream exists: it creates it when it is
-// missing and CreateStream is set, and only warns when an existing stream
-// does not capture the sink's subjects (the operator owns it).
-func (s *Sink) ensureStream(ctx context.Context) error {
+// ensureStream makes sure the stream exists, through js: it creates it
+// when it is missing and CreateStream is set, and only warns when an
+// existing stream does not capture the sink's subjects (the operator owns
+// it).
+func (s *Sink) ensureStream(ctx context.Context, js jetstream.JetStream) error {
 	name := s.cfg.Stream
-	st, err := s.js.Stream(ctx, name)
+	st, err := js.Stream(ctx, name)
 	switch {
 	case err == nil:
 		s.checkSubjects(st.CachedInfo().Config.Subjects)
@@ -45,10 +46,10 @@ func (s *Sink) ensureStream(ctx context.Context) error {
 			return fmt.Errorf("%w: %s (%sCREATE_STREAM is false): create it with subjects %s",
 				errNoStream, name, envPrefix, strings.Join(s.subjects(), ", "))
 		}
-		_, err := s.js.CreateStream(ctx, s.streamConfig())
+		_, err := js.CreateStream(ctx, s.streamConfig())
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			// Another bridge created it in the meantime.
-			return s.ensureStream(ctx)
+			return s.ensureStream(ctx, js)
 		}
 		if err != nil {
 			return fmt.Errorf("natssink: create stream %s: %w", name, err)
@@ -73,7 +74,7 @@ func (s *Sink) checkSubjects(have []string) {
 
 // checkStream asks the keeper to make sure the stream exists.
 func (s *Sink) checkStream() {
-	if !s.cfg.JetStream { // not s.js: connection callbacks may run before New sets it
+	if !s.cfg.JetStream { // not cur's js: connection callbacks may run before New sets cur
 		return
 	}
 	s.streamOK.Store(false)
@@ -83,10 +84,11 @@ func (s *Sink) checkStream() {
 	}
 }
 
-// keepStream runs ensureStream when asked, retrying with backoff until it
-// succeeds, the connection drops (the next connect asks again) or ctx ends.
+// keepStream runs ensureStream on the current connection when asked,
+// retrying with backoff until it succeeds, the connection drops (the next
+// connect, or the redialer's new connection, asks again) or ctx ends.
 func (s *Sink) keepStream(ctx context.Context) {
-	defer s.keeper.Done()
+	defer s.workers.Done()
 	for {
 		select {
 		case <-ctx.Done():
@@ -94,9 +96,9 @@ func (s *Sink) keepStream(ctx context.Context) {
 		case <-s.kick:
 		}
 		backoff := 250 * time.Millisecond
-		for !s.streamOK.Load() && s.nc.IsConnected() {
+		for c := s.cur.Load(); !s.streamOK.Load() && c.nc.IsConnected(); c = s.cur.Load() {
 			actx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
-			err := s.ensureStream(actx)
+			err := s.ensureStream(actx, c.js)
 			cancel()
 			if err == nil || ctx.Err() != nil {
 				break
