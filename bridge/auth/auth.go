@@ -191,46 +191,106 @@ var (
 	errNoToken  = errors.New("auth: no token configured")
 )
 
-// wrapper is a verifier around another: the wrappers of this package and
-// what [Config.Verifier] returns.
-type wrapper interface{ unwrap() Verifier }
+// Capabilities is what a verifier declares about itself, so that the
+// handler can plan a request without knowing the verifier's type. The zero
+// value is the careful answer for an unknown verifier: it reads the body,
+// it is not Splunk's, and it has nothing to check before the body.
+type Capabilities struct {
+	// HeadersOnly: the scheme decides from the request line and headers
+	// alone (a password, a token, a JWT, none), so [Precheck] is the whole
+	// check. False means it reads the body (an HMAC signature does).
+	HeadersOnly bool
+	// Splunk: the scheme is Splunk HEC's token ([NewSplunk]), so the HEC
+	// endpoints may be served with it.
+	Splunk bool
+}
 
-// committer is a verifier that remembers deliveries once they succeed.
-type committer interface{ commit(r *http.Request) }
+// Capable is a verifier that declares its [Capabilities]. Every verifier
+// and wrapper of this package implements it; a wrapper declares what the
+// verifier it wraps declares.
+type Capable interface {
+	Verifier
+	Capabilities() Capabilities
+}
 
-// Commit tells every verifier in v's chain that r was answered 2xx, so
-// replay protection ([Replay]) remembers its delivery from now on. The
-// handler calls it after a successful answer, never before: a request that
-// failed may be sent again.
+// Prechecker is a verifier that can refuse a request from its request line
+// and headers alone, before the body is read. Precheck returns nil or an
+// error Verify would also return for that request (same sentinel, same
+// reason): it never refuses a request Verify accepts. Verify still does
+// every check, so a Prechecker stays correct when Precheck is not called.
+type Prechecker interface {
+	Verifier
+	Precheck(r *http.Request) error
+}
+
+// Committer is a verifier that remembers deliveries once they succeed
+// ([Replay] does; a wrapper passes Commit on to the verifier it wraps).
+type Committer interface {
+	Verifier
+	Commit(r *http.Request)
+}
+
+// CapabilitiesOf returns what v declares, or the zero [Capabilities] when
+// v is not [Capable].
+func CapabilitiesOf(v Verifier) Capabilities {
+	if c, ok := v.(Capable); ok {
+		return c.Capabilities()
+	}
+	return Capabilities{}
+}
+
+// Precheck runs every check of v that needs no body: the IP allowlist, the
+// required headers, the presence and form of an HMAC scheme's signature
+// (and its timestamp and delivery id), and the whole check of a scheme
+// that reads no body (token, basic, jwt, none). It returns nil, or an
+// error wrapping [ErrUnauthorized] or [ErrForbidden] (an [*Error]) that
+// Verify would return too. The handler calls it before it reserves room
+// for the body, so an unauthenticated sender cannot hold any; it still
+// calls Verify with the body after, unless [NeedsBody] reports false (then
+// Precheck was the whole check).
+//
+// A verifier that is neither a [Prechecker] nor declares HeadersOnly has
+// nothing checked here (nil); one that declares HeadersOnly without a
+// Precheck method is verified with a nil body.
+func Precheck(v Verifier, r *http.Request) error {
+	if p, ok := v.(Prechecker); ok {
+		return p.Precheck(r)
+	}
+	if CapabilitiesOf(v).HeadersOnly {
+		return v.Verify(r, nil)
+	}
+	return nil
+}
+
+// Commit tells v that r was answered 2xx, so replay protection ([Replay])
+// remembers its delivery from now on. The handler calls it after a
+// successful answer, never before: a request that failed may be sent
+// again. It does nothing for a verifier that is not a [Committer].
 func Commit(v Verifier, r *http.Request) {
-	for v != nil {
-		if c, ok := v.(committer); ok {
-			c.commit(r)
-		}
-		w, ok := v.(wrapper)
-		if !ok {
-			return
-		}
-		v = w.unwrap()
+	if c, ok := v.(Committer); ok {
+		c.Commit(r)
 	}
 }
 
 // NeedsBody reports whether v's scheme reads the body (an HMAC signature
-// does; a password or a token does not). When it does not, the handler
-// verifies a request before it reserves room for the body and reads it, so
-// an unauthenticated sender cannot hold admission room.
-func NeedsBody(v Verifier) bool {
-	switch Scheme(v).(type) {
-	case *Token, *Basic, *JWT, *None:
-		return false
-	}
-	return true
-}
+// does; a password or a token does not), from its declared
+// [Capabilities]: a verifier that declares nothing is assumed to read it.
+// When it does not, [Precheck] is the whole check.
+func NeedsBody(v Verifier) bool { return !CapabilitiesOf(v).HeadersOnly }
+
+// IsSplunk reports whether the scheme of v is Splunk HEC's token
+// ([NewSplunk]), so that the HEC endpoints may be served with it.
+func IsSplunk(v Verifier) bool { return CapabilitiesOf(v).Splunk }
+
+// wrapper is a verifier around another, for [Scheme] only: the handler
+// learns what it needs from [Capabilities], never by unwrapping.
+type wrapper interface{ unwrap() Verifier }
 
 // Scheme returns the scheme verifier inside v, with the wrappers of this
 // package ([IPAllow], [RequireHeaders], [Replay] and what
 // [Config.Verifier] returns) taken off: a [*Mist], [*HMAC], [*Basic],
 // [*Token], [*JWT], [*None], or whatever v is when it is none of those.
+// It is for descriptions and tests; decisions use [CapabilitiesOf].
 func Scheme(v Verifier) Verifier {
 	for {
 		w, ok := v.(wrapper)
@@ -239,13 +299,6 @@ func Scheme(v Verifier) Verifier {
 		}
 		v = w.unwrap()
 	}
-}
-
-// IsSplunk reports whether the scheme of v is Splunk HEC's token
-// ([NewSplunk]), so that the HEC endpoints may be served with it.
-func IsSplunk(v Verifier) bool {
-	t, ok := Scheme(v).(*Token)
-	return ok && t.kind == kindSplunk
 }
 
 // closeNext closes v when it holds resources (a [JWT] does).

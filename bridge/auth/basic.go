@@ -51,6 +51,13 @@ func (b *Basic) Verify(r *http.Request, _ []byte) error {
 	return nil
 }
 
+// Precheck implements [Prechecker]: Basic reads no body, so this is the
+// whole of Verify.
+func (b *Basic) Precheck(r *http.Request) error { return b.Verify(r, nil) }
+
+// Capabilities implements [Capable].
+func (b *Basic) Capabilities() Capabilities { return Capabilities{HeadersOnly: true} }
+
 // String describes b without its credentials.
 func (b *Basic) String() string { return "basic(user=*** password=***)" }
 

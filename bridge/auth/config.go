@@ -1,13 +1,12 @@
 package auth
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"log/slog"
-	"net/url"
+	"net/http"
+	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -26,84 +25,142 @@ const envPrefix = "MISTBRIDGE_"
 type Config struct {
 	// Type is the scheme: one of [Types]. Empty means "mist" when
 	// WebhookSecret is set, else [Config.Verifier] fails.
-	Type string `env:"AUTH_TYPE"`
+	Type string `env:"AUTH_TYPE" spec:"authType"`
 	// WebhookSecret holds the HMAC secrets of mist and hmac,
 	// comma-separated and trimmed; several may be active at once while a
 	// secret is rotated.
-	WebhookSecret []string `env:"WEBHOOK_SECRET" envSeparator:","`
+	WebhookSecret []string `env:"WEBHOOK_SECRET" envSeparator:"," spec:"secret"`
 
 	// HMACHeader is the signature header of hmac. Required for hmac.
-	HMACHeader string `env:"AUTH_HMAC_HEADER"`
+	HMACHeader string `env:"AUTH_HMAC_HEADER" spec:"hmacHeader"`
 	// HMACAlgorithm is sha1, sha256 or sha512. The default is sha256.
-	HMACAlgorithm string `env:"AUTH_HMAC_ALGORITHM" envDefault:"sha256"`
+	HMACAlgorithm string `env:"AUTH_HMAC_ALGORITHM" envDefault:"sha256" spec:"hmacAlgorithm"`
 	// HMACEncoding is hex or base64. The default is hex.
-	HMACEncoding string `env:"AUTH_HMAC_ENCODING" envDefault:"hex"`
+	HMACEncoding string `env:"AUTH_HMAC_ENCODING" envDefault:"hex" spec:"hmacEncoding"`
 	// HMACPrefix, when set, must start the signature (e.g. "sha256=").
-	HMACPrefix string `env:"AUTH_HMAC_PREFIX"`
+	HMACPrefix string `env:"AUTH_HMAC_PREFIX" spec:"hmacPrefix"`
 	// HMACTemplate is the signed content, with {body}, {timestamp} and {id}
 	// (see [HMACOptions.Template]). The default is {body}.
-	HMACTemplate string `env:"AUTH_HMAC_TEMPLATE" envDefault:"{body}"`
+	HMACTemplate string `env:"AUTH_HMAC_TEMPLATE" envDefault:"{body}" spec:"hmacTemplate"`
 	// HMACTimestampHeader carries the signed Unix time of sending (e.g.
 	// X-Slack-Request-Timestamp). The default is none.
-	HMACTimestampHeader string `env:"AUTH_HMAC_TIMESTAMP_HEADER"`
+	HMACTimestampHeader string `env:"AUTH_HMAC_TIMESTAMP_HEADER" spec:"hmacTimestampHeader"`
 	// HMACTolerance is how far that timestamp may be from now. The default
 	// is 5m.
-	HMACTolerance time.Duration `env:"AUTH_HMAC_TOLERANCE" envDefault:"5m"`
+	HMACTolerance time.Duration `env:"AUTH_HMAC_TOLERANCE" envDefault:"5m" spec:"hmacTolerance"`
 	// HMACIDHeader carries the delivery id (e.g. X-GitHub-Delivery,
 	// webhook-id). The default is none.
-	HMACIDHeader string `env:"AUTH_HMAC_ID_HEADER"`
+	HMACIDHeader string `env:"AUTH_HMAC_ID_HEADER" spec:"hmacIdHeader"`
 
 	// Username and Password are basic's credentials. Both required for basic.
-	Username string `env:"AUTH_USERNAME"`
-	Password string `env:"AUTH_PASSWORD"`
+	Username string `env:"AUTH_USERNAME" spec:"userName"`
+	Password string `env:"AUTH_PASSWORD" spec:"password"`
 
 	// Token holds the tokens of bearer, header, authheader, querystring and
 	// splunk, comma-separated and trimmed (several for rotation).
-	Token []string `env:"AUTH_TOKEN" envSeparator:","`
+	Token []string `env:"AUTH_TOKEN" envSeparator:"," spec:"token"`
 	// Header names the header that carries the token of header. Required
 	// for header.
-	Header string `env:"AUTH_HEADER"`
+	Header string `env:"AUTH_HEADER" spec:"header"`
 	// QueryParam names the query parameter of querystring. The default is
 	// token.
-	QueryParam string `env:"AUTH_QUERY_PARAM" envDefault:"token"`
+	QueryParam string `env:"AUTH_QUERY_PARAM" envDefault:"token" spec:"queryParam"`
 
 	// JWKSURL, JWTIssuer and JWTAudience (comma-separated: any of them) are
 	// required for jwt.
-	JWKSURL     string   `env:"AUTH_JWKS_URL"`
-	JWTIssuer   string   `env:"AUTH_JWT_ISSUER"`
-	JWTAudience []string `env:"AUTH_JWT_AUDIENCE" envSeparator:","`
+	JWKSURL     string   `env:"AUTH_JWKS_URL" spec:"jwksUrl"`
+	JWTIssuer   string   `env:"AUTH_JWT_ISSUER" spec:"issuer"`
+	JWTAudience []string `env:"AUTH_JWT_AUDIENCE" envSeparator:"," spec:"audience"`
 	// JWTAlgorithms are the allowed algorithms, from [JWTAlgorithms]. The
 	// default is RS256,ES256.
-	JWTAlgorithms []string `env:"AUTH_JWT_ALGORITHMS" envSeparator:"," envDefault:"RS256,ES256"`
+	JWTAlgorithms []string `env:"AUTH_JWT_ALGORITHMS" envSeparator:"," envDefault:"RS256,ES256" spec:"jwtAlgorithms"`
 	// JWTLeeway is the clock skew allowed on exp, nbf and iat. The default
 	// is 60s.
-	JWTLeeway time.Duration `env:"AUTH_JWT_LEEWAY" envDefault:"60s"`
+	JWTLeeway time.Duration `env:"AUTH_JWT_LEEWAY" envDefault:"60s" spec:"jwtLeeway"`
 
 	// AllowCIDRs, when set, is the source-IP allowlist (CIDRs or
 	// addresses, comma-separated); others get 403. The default allows all.
-	AllowCIDRs []string `env:"AUTH_ALLOW_CIDRS" envSeparator:","`
+	AllowCIDRs []string `env:"AUTH_ALLOW_CIDRS" envSeparator:"," spec:"allowCidrs"`
 	// TrustedProxies are the proxies whose X-Forwarded-For is believed
 	// (CIDRs or addresses). Needs AllowCIDRs. The default is none.
-	TrustedProxies []string `env:"AUTH_TRUSTED_PROXIES" envSeparator:","`
+	TrustedProxies []string `env:"AUTH_TRUSTED_PROXIES" envSeparator:"," spec:"trustedProxies"`
 	// RequireHeaders are custom headers every request must carry, as
 	// Name=value, comma-separated. The values are secrets.
-	RequireHeaders []string `env:"AUTH_REQUIRE_HEADERS" envSeparator:","`
+	RequireHeaders []string `env:"AUTH_REQUIRE_HEADERS" envSeparator:"," spec:"requireHeaders"`
 
 	// ReplayWindow is how long hmac remembers an accepted delivery when it
 	// has HMACIDHeader or HMACTimestampHeader; at least twice
 	// HMACTolerance is used. The default is 10m.
-	ReplayWindow time.Duration `env:"AUTH_REPLAY_WINDOW" envDefault:"10m"`
+	ReplayWindow time.Duration `env:"AUTH_REPLAY_WINDOW" envDefault:"10m" spec:"replayWindow"`
 	// ReplaySize bounds how many deliveries are remembered. The default is
 	// 100000.
-	ReplaySize int `env:"AUTH_REPLAY_SIZE" envDefault:"100000"`
+	ReplaySize int `env:"AUTH_REPLAY_SIZE" envDefault:"100000" spec:"replaySize"`
 }
 
+// Spec returns c as the transport-neutral [Spec] (lists not yet trimmed:
+// the Spec trims them).
+func (c *Config) Spec() Spec {
+	return Spec{
+		Type:                c.Type,
+		Secret:              c.WebhookSecret,
+		UserName:            c.Username,
+		Password:            c.Password,
+		Token:               c.Token,
+		Header:              c.Header,
+		QueryParam:          c.QueryParam,
+		HMACHeader:          c.HMACHeader,
+		HMACAlgorithm:       c.HMACAlgorithm,
+		HMACEncoding:        c.HMACEncoding,
+		HMACPrefix:          c.HMACPrefix,
+		HMACTemplate:        c.HMACTemplate,
+		HMACTimestampHeader: c.HMACTimestampHeader,
+		HMACTolerance:       c.HMACTolerance,
+		HMACIDHeader:        c.HMACIDHeader,
+		JWKSURL:             c.JWKSURL,
+		Issuer:              c.JWTIssuer,
+		Audience:            c.JWTAudience,
+		JWTAlgorithms:       c.JWTAlgorithms,
+		JWTLeeway:           c.JWTLeeway,
+		AllowCIDRs:          c.AllowCIDRs,
+		TrustedProxies:      c.TrustedProxies,
+		RequireHeaders:      c.RequireHeaders,
+		ReplayWindow:        c.ReplayWindow,
+		ReplaySize:          c.ReplaySize,
+	}
+}
+
+// VariableOf returns the environment variable of a [Spec] field (a JSON
+// name such as "secret"), e.g. MISTBRIDGE_WEBHOOK_SECRET, or the field
+// itself when no variable sets it.
+func VariableOf(field string) string {
+	if v, ok := variableOf()[field]; ok {
+		return v
+	}
+	return field
+}
+
+// variableOf maps Spec field names to variables, read from Config's tags
+// so that the tags stay the one place a variable is named.
+var variableOf = sync.OnceValue(func() map[string]string {
+	m := map[string]string{}
+	t := reflect.TypeFor[Config]()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if field := f.Tag.Get("spec"); field != "" {
+			m[field] = envPrefix + f.Tag.Get("env")
+		}
+	}
+	return m
+})
+
 // Validate checks c without building anything or touching the network.
-// The error lists every problem, each naming its variable and the accepted
-// values; it never quotes a secret.
+// The error joins one [*FieldError] per problem, each naming its variable
+// and the accepted values; it never quotes a secret. It is [Spec]'s
+// validation with the fields named by their variables.
 func (c *Config) Validate() error {
-	_, err := c.check()
-	return err
+	s := c.Spec()
+	_, errs := s.check(VariableOf)
+	return joinFieldErrors(errs)
 }
 
 // Verifier validates c and builds the default receiver's verifier: the
@@ -117,42 +174,8 @@ func (c *Config) Validate() error {
 // the background until the returned verifier's Close is called (it
 // implements io.Closer whatever the type).
 func (c *Config) Verifier(log *slog.Logger) (Verifier, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	typ, err := c.check()
-	if err != nil {
-		return nil, err
-	}
-	for _, v := range c.ignored(typ) {
-		log.Warn("auth: variable ignored by this MISTBRIDGE_AUTH_TYPE", "type", typ, "variable", v)
-	}
-	v, err := c.scheme(typ, log)
-	if err != nil {
-		return nil, err
-	}
-	if h, ok := v.(*HMAC); ok {
-		if h.idHeader != "" || h.tsHeader != "" {
-			window := max(c.ReplayWindow, 2*h.tolerance)
-			if v, err = NewReplay(h, h.DeliveryKey, ReplayOptions{Window: window, Size: c.ReplaySize}); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if len(c.RequireHeaders) > 0 {
-		want, _ := ParseHeaderList(c.RequireHeaders) // checked
-		if v, err = NewRequireHeaders(v, want); err != nil {
-			return nil, fmt.Errorf("%sAUTH_REQUIRE_HEADERS: %w", envPrefix, err)
-		}
-	}
-	if len(trimAll(c.AllowCIDRs)) > 0 {
-		allow, _ := ParsePrefixes(c.AllowCIDRs) // checked
-		trusted, _ := ParsePrefixes(c.TrustedProxies)
-		if v, err = NewIPAllow(v, allow, trusted); err != nil {
-			return nil, err
-		}
-	}
-	return closer{v}, nil
+	s := c.Spec()
+	return s.build(log, VariableOf, "auth: variable ignored by this "+envPrefix+"AUTH_TYPE", "variable")
 }
 
 // closer gives every verifier Config builds a Close, so the caller can
@@ -160,264 +183,17 @@ func (c *Config) Verifier(log *slog.Logger) (Verifier, error) {
 type closer struct{ Verifier }
 
 func (c closer) unwrap() Verifier { return c.Verifier }
-func (c closer) Close() error     { return closeNext(c.Verifier) }
-func (c closer) String() string   { return describe(c.Verifier) }
-func (c closer) GoString() string { return describe(c.Verifier) }
 
-// scheme builds the verifier of a checked type.
-func (c *Config) scheme(typ string, log *slog.Logger) (Verifier, error) {
-	secrets := trimAll(c.WebhookSecret)
-	tokens := trimAll(c.Token)
-	switch typ {
-	case "mist":
-		return NewMist(secrets)
-	case "hmac":
-		h, err := NewHMAC(c.hmacOptions(secrets))
-		if err != nil {
-			return nil, fmt.Errorf("%sAUTH_TYPE=hmac: %w", envPrefix, err)
-		}
-		return h, nil
-	case "basic":
-		return NewBasic(c.Username, c.Password)
-	case "bearer":
-		return NewBearer(tokens)
-	case "header":
-		return NewHeaderToken(c.Header, tokens)
-	case "authheader":
-		return NewAuthHeader(tokens)
-	case "querystring":
-		return NewQueryToken(c.QueryParam, tokens)
-	case "splunk":
-		return NewSplunk(tokens)
-	case "jwt":
-		j, err := NewJWT(context.Background(), JWTOptions{
-			JWKSURL:    c.JWKSURL,
-			Issuer:     c.JWTIssuer,
-			Audience:   c.JWTAudience,
-			Algorithms: c.JWTAlgorithms,
-			Leeway:     c.JWTLeeway,
-			Log:        log,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("%sAUTH_TYPE=jwt: %w", envPrefix, err)
-		}
-		return j, nil
-	default: // "none", checked
-		log.Warn("auth: MISTBRIDGE_AUTH_TYPE=none: webhooks are accepted from anyone who can reach the bridge",
-			"ip_allowlist", len(trimAll(c.AllowCIDRs)) > 0, "required_headers", len(trimAll(c.RequireHeaders)))
-		return NewNone(), nil
-	}
-}
-
-func (c *Config) hmacOptions(secrets []string) HMACOptions {
-	return HMACOptions{
-		Header:          c.HMACHeader,
-		Algorithm:       c.HMACAlgorithm,
-		Encoding:        c.HMACEncoding,
-		Prefix:          c.HMACPrefix,
-		Template:        c.HMACTemplate,
-		TimestampHeader: c.HMACTimestampHeader,
-		Tolerance:       c.HMACTolerance,
-		IDHeader:        c.HMACIDHeader,
-		Secrets:         secrets,
-	}
-}
-
-// check validates c and returns the effective type.
-func (c *Config) check() (string, error) {
-	secrets := trimAll(c.WebhookSecret)
-	tokens := trimAll(c.Token)
-	typ := strings.ToLower(strings.TrimSpace(c.Type))
-	if typ == "" {
-		if len(secrets) == 0 {
-			hint := ""
-			switch {
-			case len(tokens) > 0:
-				hint = " (" + envPrefix + "AUTH_TOKEN is set: choose bearer, header, authheader, querystring or splunk)"
-			case c.Username != "" || c.Password != "":
-				hint = " (" + envPrefix + "AUTH_USERNAME/PASSWORD are set: choose basic)"
-			}
-			return "", fmt.Errorf("%sWEBHOOK_SECRET is not set and %sAUTH_TYPE is empty: set the webhook's secret (as in Mist's webhook settings), or choose a %sAUTH_TYPE: %s%s",
-				envPrefix, envPrefix, envPrefix, strings.Join(Types, ", "), hint)
-		}
-		typ = "mist"
-	}
-	if !slices.Contains(Types, typ) {
-		return "", fmt.Errorf("%sAUTH_TYPE=%q is not supported: want one of %s", envPrefix, c.Type, strings.Join(Types, ", "))
-	}
-	var errs []error
-	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-
-	// The seed's rules: each type takes its own credentials and no others.
-	type cred struct {
-		name string
-		set  bool
-	}
-	creds := []cred{
-		{"WEBHOOK_SECRET", len(secrets) > 0},
-		{"AUTH_USERNAME", c.Username != ""},
-		{"AUTH_PASSWORD", c.Password != ""},
-		{"AUTH_TOKEN", len(tokens) > 0},
-	}
-	var own []string
-	switch typ {
-	case "mist", "hmac":
-		own = []string{"WEBHOOK_SECRET"}
-	case "basic":
-		own = []string{"AUTH_USERNAME", "AUTH_PASSWORD"}
-	case "bearer", "header", "authheader", "querystring", "splunk":
-		own = []string{"AUTH_TOKEN"}
-	}
-	for _, cr := range creds {
-		mine := slices.Contains(own, cr.name)
-		switch {
-		case mine && !cr.set:
-			add("%sAUTH_TYPE=%s needs %s%s%s", envPrefix, typ, envPrefix, cr.name, credHint(cr.name))
-		case !mine && cr.set:
-			add("%sAUTH_TYPE=%s takes no %s%s: unset it (credentials of another type)", envPrefix, typ, envPrefix, cr.name)
-		}
-	}
-
-	switch typ {
-	case "hmac":
-		if strings.TrimSpace(c.HMACHeader) == "" {
-			add("%sAUTH_TYPE=hmac needs %sAUTH_HMAC_HEADER (the signature header, e.g. X-Hub-Signature-256)", envPrefix, envPrefix)
-		}
-		for _, h := range []struct{ name, v string }{{"AUTH_HMAC_HEADER", c.HMACHeader}, {"AUTH_HMAC_TIMESTAMP_HEADER", c.HMACTimestampHeader}, {"AUTH_HMAC_ID_HEADER", c.HMACIDHeader}} {
-			if strings.ContainsAny(strings.TrimSpace(h.v), " \t:") {
-				add("%s%s=%q is not a header name", envPrefix, h.name, h.v)
-			}
-		}
-		if strings.ContainsAny(c.HMACPrefix, " \t") {
-			add("%sAUTH_HMAC_PREFIX=%q is invalid: no spaces (they separate signatures), e.g. sha256= or v1,", envPrefix, c.HMACPrefix)
-		}
-		if a := strings.ToLower(strings.TrimSpace(c.HMACAlgorithm)); a != "" {
-			if _, _, err := hashOf(a); err != nil {
-				add("%sAUTH_HMAC_ALGORITHM=%q is invalid: want sha1, sha256 or sha512", envPrefix, c.HMACAlgorithm)
-			}
-		}
-		if e := strings.ToLower(strings.TrimSpace(c.HMACEncoding)); e != "" && e != "hex" && e != "base64" {
-			add("%sAUTH_HMAC_ENCODING=%q is invalid: want hex or base64", envPrefix, c.HMACEncoding)
-		}
-		if c.HMACTolerance < 0 {
-			add("%sAUTH_HMAC_TOLERANCE=%s is invalid: want a positive duration such as 5m", envPrefix, c.HMACTolerance)
-		}
-		tmpl := c.HMACTemplate
-		if tmpl == "" {
-			tmpl = "{body}"
-		}
-		if parts, err := parseTemplate(tmpl); err != nil {
-			add("%sAUTH_HMAC_TEMPLATE=%q is invalid: want {body} once, with optional {timestamp} and {id} and literal text (e.g. v0:{timestamp}:{body})", envPrefix, c.HMACTemplate)
-		} else {
-			ts, id := strings.TrimSpace(c.HMACTimestampHeader) != "", strings.TrimSpace(c.HMACIDHeader) != ""
-			switch {
-			case uses(parts, partTimestamp) && !ts:
-				add("%sAUTH_HMAC_TEMPLATE=%q signs {timestamp} but %sAUTH_HMAC_TIMESTAMP_HEADER is empty", envPrefix, c.HMACTemplate, envPrefix)
-			case ts && !uses(parts, partTimestamp):
-				add("%sAUTH_HMAC_TIMESTAMP_HEADER is set but %sAUTH_HMAC_TEMPLATE=%q does not sign {timestamp}, so a replay could carry a fresh one: want e.g. v0:{timestamp}:{body} (Slack) or {id}.{timestamp}.{body} (Standard Webhooks)", envPrefix, envPrefix, c.HMACTemplate)
-			}
-			if uses(parts, partID) && !id {
-				add("%sAUTH_HMAC_TEMPLATE=%q signs {id} but %sAUTH_HMAC_ID_HEADER is empty", envPrefix, c.HMACTemplate, envPrefix)
-			}
-		}
-		for i, sec := range secrets {
-			if _, err := secretKey(sec); err != nil {
-				add("%sWEBHOOK_SECRET: secret %d starts whsec_ but is not base64 after it (Standard Webhooks form)", envPrefix, i+1)
-			}
-		}
-	case "basic":
-		if strings.Contains(c.Username, ":") {
-			add("%sAUTH_USERNAME must not contain ':' (Basic authentication cannot carry it)", envPrefix)
-		}
-	case "header":
-		if h := strings.TrimSpace(c.Header); h == "" || strings.ContainsAny(h, " \t:") {
-			add("%sAUTH_TYPE=header needs %sAUTH_HEADER, the header that carries the token (e.g. X-Api-Token)", envPrefix, envPrefix)
-		}
-	case "jwt":
-		if strings.TrimSpace(c.JWKSURL) == "" {
-			add("%sAUTH_TYPE=jwt needs %sAUTH_JWKS_URL (the issuer's https:// JWKS, e.g. https://idp.example.com/.well-known/jwks.json)", envPrefix, envPrefix)
-		} else if u, err := url.Parse(strings.TrimSpace(c.JWKSURL)); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-			add("%sAUTH_JWKS_URL is invalid: want an absolute https:// URL (http:// is accepted with a warning)", envPrefix)
-		}
-		if strings.TrimSpace(c.JWTIssuer) == "" {
-			add("%sAUTH_TYPE=jwt needs %sAUTH_JWT_ISSUER (the iss every token must carry)", envPrefix, envPrefix)
-		}
-		if len(trimAll(c.JWTAudience)) == 0 {
-			add("%sAUTH_TYPE=jwt needs %sAUTH_JWT_AUDIENCE (the aud every token must name; comma-separated for several)", envPrefix, envPrefix)
-		}
-		if _, err := jwtAlgorithms(c.JWTAlgorithms); err != nil {
-			add("%sAUTH_JWT_ALGORITHMS=%q is invalid: want some of %s (never none or HS*)", envPrefix, strings.Join(c.JWTAlgorithms, ","), strings.Join(JWTAlgorithms, ","))
-		}
-		if c.JWTLeeway < 0 {
-			add("%sAUTH_JWT_LEEWAY=%s is invalid: want a duration such as 60s", envPrefix, c.JWTLeeway)
-		}
-	}
-
-	// The wrappers, whatever the type.
-	if _, err := ParsePrefixes(c.AllowCIDRs); err != nil {
-		add("%sAUTH_ALLOW_CIDRS: %v: want CIDRs or addresses, comma-separated (e.g. 10.0.0.0/8,2001:db8::/32)", envPrefix, strings.TrimPrefix(err.Error(), "auth: "))
-	}
-	if _, err := ParsePrefixes(c.TrustedProxies); err != nil {
-		add("%sAUTH_TRUSTED_PROXIES: %v: want CIDRs or addresses, comma-separated", envPrefix, strings.TrimPrefix(err.Error(), "auth: "))
-	}
-	if len(trimAll(c.TrustedProxies)) > 0 && len(trimAll(c.AllowCIDRs)) == 0 {
-		add("%sAUTH_TRUSTED_PROXIES is set but %sAUTH_ALLOW_CIDRS is empty: the proxies only serve the allowlist", envPrefix, envPrefix)
-	}
-	if _, err := ParseHeaderList(c.RequireHeaders); err != nil {
-		add("%sAUTH_REQUIRE_HEADERS: %v: want Name=value,Name=value", envPrefix, err)
-	}
-	if c.ReplayWindow < 0 {
-		add("%sAUTH_REPLAY_WINDOW=%s is invalid: want a duration such as 10m", envPrefix, c.ReplayWindow)
-	}
-	if c.ReplaySize < 0 {
-		add("%sAUTH_REPLAY_SIZE=%d is invalid: want a positive number", envPrefix, c.ReplaySize)
-	}
-	return typ, errors.Join(errs...)
-}
+// Precheck, Capabilities and Commit are the wrapped verifier's.
+func (c closer) Precheck(r *http.Request) error { return Precheck(c.Verifier, r) }
+func (c closer) Capabilities() Capabilities     { return CapabilitiesOf(c.Verifier) }
+func (c closer) Commit(r *http.Request)         { Commit(c.Verifier, r) }
+func (c closer) Close() error                   { return closeNext(c.Verifier) }
+func (c closer) String() string                 { return describe(c.Verifier) }
+func (c closer) GoString() string               { return describe(c.Verifier) }
 
 func uses(parts []part, k partKind) bool {
 	return slices.ContainsFunc(parts, func(p part) bool { return p.kind == k })
-}
-
-func credHint(name string) string {
-	switch name {
-	case "WEBHOOK_SECRET":
-		return " (comma-separated for rotation)"
-	case "AUTH_TOKEN":
-		return " (comma-separated for rotation)"
-	}
-	return ""
-}
-
-// ignored lists the set variables that typ does not read (credentials of
-// another type are errors, in check; these are only warned about).
-func (c *Config) ignored(typ string) []string {
-	type opt struct {
-		name  string
-		set   bool
-		types []string
-	}
-	opts := []opt{
-		{"AUTH_HMAC_HEADER", c.HMACHeader != "", []string{"hmac"}},
-		{"AUTH_HMAC_ALGORITHM", !isDefault(c.HMACAlgorithm, "sha256"), []string{"hmac"}},
-		{"AUTH_HMAC_ENCODING", !isDefault(c.HMACEncoding, "hex"), []string{"hmac"}},
-		{"AUTH_HMAC_PREFIX", c.HMACPrefix != "", []string{"hmac"}},
-		{"AUTH_HMAC_TEMPLATE", !isDefault(c.HMACTemplate, "{body}"), []string{"hmac"}},
-		{"AUTH_HMAC_TIMESTAMP_HEADER", c.HMACTimestampHeader != "", []string{"hmac"}},
-		{"AUTH_HMAC_ID_HEADER", c.HMACIDHeader != "", []string{"hmac"}},
-		{"AUTH_HEADER", c.Header != "", []string{"header"}},
-		{"AUTH_QUERY_PARAM", !isDefault(c.QueryParam, DefaultQueryParam), []string{"querystring"}},
-		{"AUTH_JWKS_URL", c.JWKSURL != "", []string{"jwt"}},
-		{"AUTH_JWT_ISSUER", c.JWTIssuer != "", []string{"jwt"}},
-		{"AUTH_JWT_AUDIENCE", len(trimAll(c.JWTAudience)) > 0, []string{"jwt"}},
-	}
-	var out []string
-	for _, o := range opts {
-		if o.set && !slices.Contains(o.types, typ) {
-			out = append(out, envPrefix+o.name)
-		}
-	}
-	return out
 }
 
 func isDefault(v, def string) bool {
@@ -427,45 +203,7 @@ func isDefault(v, def string) bool {
 
 // LogValue keeps secrets out of structured logs: it shows which are set
 // and how many, never their values.
-func (c Config) LogValue() slog.Value {
-	attrs := []slog.Attr{
-		slog.String("type", c.Type),
-		slog.Int("secrets", len(trimAll(c.WebhookSecret))),
-		slog.Int("tokens", len(trimAll(c.Token))),
-		slog.Bool("username_set", c.Username != ""),
-		slog.Bool("password_set", c.Password != ""),
-	}
-	str := func(k, v string) {
-		if v != "" {
-			attrs = append(attrs, slog.String(k, v))
-		}
-	}
-	str("hmac_header", c.HMACHeader)
-	str("hmac_algorithm", c.HMACAlgorithm)
-	str("hmac_encoding", c.HMACEncoding)
-	str("hmac_prefix", c.HMACPrefix)
-	str("hmac_template", c.HMACTemplate)
-	str("hmac_timestamp_header", c.HMACTimestampHeader)
-	str("hmac_id_header", c.HMACIDHeader)
-	str("header", c.Header)
-	str("query_param", c.QueryParam)
-	if u, err := url.Parse(strings.TrimSpace(c.JWKSURL)); err == nil && c.JWKSURL != "" {
-		str("jwks_url", redactURL(u))
-	}
-	str("jwt_issuer", c.JWTIssuer)
-	str("jwt_audience", strings.Join(trimAll(c.JWTAudience), ","))
-	str("allow_cidrs", strings.Join(trimAll(c.AllowCIDRs), ","))
-	str("trusted_proxies", strings.Join(trimAll(c.TrustedProxies), ","))
-	if hs, err := ParseHeaderList(c.RequireHeaders); err == nil && len(hs) > 0 {
-		names := make([]string, 0, len(hs))
-		for n := range hs {
-			names = append(names, n)
-		}
-		slices.Sort(names)
-		str("require_headers", strings.Join(names, ","))
-	}
-	return slog.GroupValue(attrs...)
-}
+func (c Config) LogValue() slog.Value { return c.Spec().LogValue() }
 
 // String is LogValue as text, so that printing a Config with %v, %+v or
 // %#v shows no secret.

@@ -83,6 +83,28 @@ func ParseHeaderList(list []string) (map[string]string, error) {
 
 // Verify implements [Verifier].
 func (h *RequireHeaders) Verify(r *http.Request, body []byte) error {
+	if err := h.check(r); err != nil {
+		return err
+	}
+	return h.next.Verify(r, body)
+}
+
+// Precheck implements [Prechecker]: the required headers, then the wrapped
+// verifier's Precheck.
+func (h *RequireHeaders) Precheck(r *http.Request) error {
+	if err := h.check(r); err != nil {
+		return err
+	}
+	return Precheck(h.next, r)
+}
+
+// Capabilities implements [Capable]: the wrapped verifier's.
+func (h *RequireHeaders) Capabilities() Capabilities { return CapabilitiesOf(h.next) }
+
+// Commit implements [Committer]: it passes r on to the wrapped verifier.
+func (h *RequireHeaders) Commit(r *http.Request) { Commit(h.next, r) }
+
+func (h *RequireHeaders) check(r *http.Request) error {
 	missing, ok := false, true
 	for i, name := range h.names {
 		v := r.Header.Get(name)
@@ -96,7 +118,7 @@ func (h *RequireHeaders) Verify(r *http.Request, body []byte) error {
 	case !ok:
 		return Unauthorized(ReasonHeaderMismatch, "")
 	}
-	return h.next.Verify(r, body)
+	return nil
 }
 
 func (h *RequireHeaders) unwrap() Verifier { return h.next }

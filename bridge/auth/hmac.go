@@ -192,11 +192,50 @@ func NewHMAC(o HMACOptions) (*HMAC, error) {
 // [ReasonDeliveryIDMissing], [ReasonSignatureMalformed],
 // [ReasonSignatureMismatch].
 func (h *HMAC) Verify(r *http.Request, body []byte) error {
+	var sigs signatures
+	c := content{parts: h.parts, body: body}
+	if err := h.headers(r, &c, &sigs); err != nil {
+		return err
+	}
+	var cands [maxSignatures][]byte
+	for i := range sigs.n {
+		cands[i] = sigs.bufs[i][:sigs.lens[i]]
+	}
+	if !matchAny(h.macs, &c, cands[:sigs.n]) {
+		return Unauthorized(ReasonSignatureMismatch, "")
+	}
+	return nil
+}
+
+// Precheck implements [Prechecker]: every check of Verify but the MAC
+// itself (the signature, timestamp and delivery id headers are present,
+// the timestamp is within the tolerance, a signature has the configured
+// prefix, encoding and size).
+func (h *HMAC) Precheck(r *http.Request) error {
+	var sigs signatures
+	var c content
+	return h.headers(r, &c, &sigs)
+}
+
+// Capabilities implements [Capable]: an HMAC signs the body.
+func (h *HMAC) Capabilities() Capabilities { return Capabilities{} }
+
+// signatures are the decoded candidate signatures of one request, kept on
+// the caller's stack (lengths, not slices: a struct pointing into itself
+// would escape to the heap).
+type signatures struct {
+	bufs [maxSignatures][sigBufSize]byte
+	lens [maxSignatures]int
+	n    int
+}
+
+// headers runs the checks of Verify that read only headers, filling c's
+// timestamp and id and sigs' candidates.
+func (h *HMAC) headers(r *http.Request, c *content, sigs *signatures) error {
 	sig := r.Header.Get(h.header)
 	if sig == "" {
 		return Unauthorized(ReasonSignatureMissing, "")
 	}
-	c := content{parts: h.parts, body: body}
 	if h.tsHeader != "" {
 		ts := r.Header.Get(h.tsHeader)
 		if ts == "" {
@@ -216,25 +255,19 @@ func (h *HMAC) Verify(r *http.Request, body []byte) error {
 			return Unauthorized(ReasonDeliveryIDMissing, "")
 		}
 	}
-	var bufs [maxSignatures][sigBufSize]byte
-	var cands [maxSignatures][]byte
-	n := 0
-	for rest := sig; rest != "" && n < maxSignatures; {
+	for rest := sig; rest != "" && sigs.n < maxSignatures; {
 		var tok string
 		tok, rest = nextField(rest)
 		if tok == "" {
 			continue
 		}
-		if d, ok := h.decode(tok, bufs[n][:]); ok {
-			cands[n] = d
-			n++
+		if d, ok := h.decode(tok, sigs.bufs[sigs.n][:]); ok {
+			sigs.lens[sigs.n] = len(d)
+			sigs.n++
 		}
 	}
-	if n == 0 {
+	if sigs.n == 0 {
 		return Unauthorized(ReasonSignatureMalformed, "")
-	}
-	if !matchAny(h.macs, &c, cands[:n]) {
-		return Unauthorized(ReasonSignatureMismatch, "")
 	}
 	return nil
 }

@@ -104,6 +104,21 @@ func (a *IPAllow) ClientIP(r *http.Request) (ip netip.Addr, ok bool) {
 	return client, true
 }
 
+// Precheck implements [Prechecker]: the allowlist, then the wrapped
+// verifier's Precheck.
+func (a *IPAllow) Precheck(r *http.Request) error {
+	if ip, ok := a.ClientIP(r); !ok || !contains(a.allow, ip) {
+		return Forbidden(ReasonIPNotAllowed)
+	}
+	return Precheck(a.next, r)
+}
+
+// Capabilities implements [Capable]: the wrapped verifier's.
+func (a *IPAllow) Capabilities() Capabilities { return CapabilitiesOf(a.next) }
+
+// Commit implements [Committer]: it passes r on to the wrapped verifier.
+func (a *IPAllow) Commit(r *http.Request) { Commit(a.next, r) }
+
 func (a *IPAllow) unwrap() Verifier { return a.next }
 
 // Close closes the wrapped verifier.

@@ -210,6 +210,13 @@ func (j *JWT) Verify(r *http.Request, _ []byte) error {
 	return nil
 }
 
+// Precheck implements [Prechecker]: a JWT is in a header, so this is the
+// whole of Verify.
+func (j *JWT) Precheck(r *http.Request) error { return j.Verify(r, nil) }
+
+// Capabilities implements [Capable].
+func (j *JWT) Capabilities() Capabilities { return Capabilities{HeadersOnly: true} }
+
 // Close stops the background refresh of the JWKS. It returns nil; calling
 // it again does nothing.
 func (j *JWT) Close() error {

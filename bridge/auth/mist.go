@@ -54,6 +54,28 @@ func (m *Mist) Verify(r *http.Request, body []byte) error {
 	return Unauthorized(ReasonSignatureMissing, "")
 }
 
+// Precheck implements [Prechecker]: a signature header is present and is
+// hex of the right length (the header that decides: v2 when present).
+func (m *Mist) Precheck(r *http.Request) error {
+	var buf [sha256.Size]byte
+	if sig := r.Header.Get(HeaderMistSignatureV2); sig != "" {
+		if !decodeHex(buf[:sha256.Size], sig) {
+			return Unauthorized(ReasonSignatureMalformed, "")
+		}
+		return nil
+	}
+	if sig := r.Header.Get(HeaderMistSignature); sig != "" {
+		if !decodeHex(buf[:sha1.Size], sig) {
+			return Unauthorized(ReasonSignatureMalformed, "")
+		}
+		return nil
+	}
+	return Unauthorized(ReasonSignatureMissing, "")
+}
+
+// Capabilities implements [Capable]: Mist signs the body.
+func (m *Mist) Capabilities() Capabilities { return Capabilities{} }
+
 func (m *Mist) check(sigHex string, macs []*keyedMAC, size int, body []byte) error {
 	var buf [sha256.Size]byte
 	got := buf[:size]

@@ -13,5 +13,11 @@ func NewNone() *None { return &None{} }
 // Verify implements [Verifier]: it returns nil.
 func (*None) Verify(*http.Request, []byte) error { return nil }
 
+// Precheck implements [Prechecker]: it returns nil.
+func (*None) Precheck(*http.Request) error { return nil }
+
+// Capabilities implements [Capable].
+func (*None) Capabilities() Capabilities { return Capabilities{HeadersOnly: true} }
+
 // String names the scheme.
 func (*None) String() string { return "none" }

@@ -96,8 +96,10 @@ func (p *Replay) Verify(r *http.Request, body []byte) error {
 	return nil
 }
 
-// commit remembers r's delivery for the window.
-func (p *Replay) commit(r *http.Request) {
+// Commit remembers r's delivery for the window (see [Commit]), then
+// passes r on to the verifier it wraps.
+func (p *Replay) Commit(r *http.Request) {
+	Commit(p.next, r)
 	k, ok := p.key(r)
 	if !ok {
 		return
@@ -115,6 +117,14 @@ func (p *Replay) Len() int {
 	defer p.mu.Unlock()
 	return p.cache.n
 }
+
+// Precheck implements [Prechecker]: the wrapped verifier's. Whether a
+// delivery was seen is only told to a request that passed Verify, so a
+// stranger cannot probe which delivery ids were accepted.
+func (p *Replay) Precheck(r *http.Request) error { return Precheck(p.next, r) }
+
+// Capabilities implements [Capable]: the wrapped verifier's.
+func (p *Replay) Capabilities() Capabilities { return CapabilitiesOf(p.next) }
 
 func (p *Replay) unwrap() Verifier { return p.next }
 

@@ -106,6 +106,15 @@ func (t *Token) Verify(r *http.Request, _ []byte) error {
 	return nil
 }
 
+// Precheck implements [Prechecker]: a token scheme reads no body, so this
+// is the whole of Verify.
+func (t *Token) Precheck(r *http.Request) error { return t.Verify(r, nil) }
+
+// Capabilities implements [Capable].
+func (t *Token) Capabilities() Capabilities {
+	return Capabilities{HeadersOnly: true, Splunk: t.kind == kindSplunk}
+}
+
 // extract returns the token of r, or the reason there is none.
 func (t *Token) extract(r *http.Request) (string, string) {
 	switch t.kind {
