@@ -19,18 +19,23 @@ var (
 // (taken once the body is split). Waiting is FIFO, so a large request is not
 // starved by a stream of small ones.
 type admission struct {
-	events    *semaphore.Weighted
-	bytes     *semaphore.Weighted
-	maxEvents int64
-	maxBytes  int64
+	events *semaphore.Weighted
+	bytes  *semaphore.Weighted
+	// unverified bounds the bytes held by senders not yet verified (a body
+	// being read before its signature is checked): half of bytes, so they
+	// can never hold all the room verified senders need.
+	unverified *semaphore.Weighted
+	maxEvents  int64
+	maxBytes   int64
 }
 
 func newAdmission(maxEvents int, maxBytes int64) *admission {
 	return &admission{
-		events:    semaphore.NewWeighted(int64(maxEvents)),
-		bytes:     semaphore.NewWeighted(maxBytes),
-		maxEvents: int64(maxEvents),
-		maxBytes:  maxBytes,
+		events:     semaphore.NewWeighted(int64(maxEvents)),
+		bytes:      semaphore.NewWeighted(maxBytes),
+		unverified: semaphore.NewWeighted(max(maxBytes/2, 1)),
+		maxEvents:  int64(maxEvents),
+		maxBytes:   maxBytes,
 	}
 }
 
@@ -45,7 +50,26 @@ func (a *admission) acquireBytes(ctx context.Context, n int64) error {
 	return nil
 }
 
-func (a *admission) releaseBytes(n int64) { a.bytes.Release(n) }
+func (a *admission) releaseBytes(n int64) {
+	if n > 0 {
+		a.bytes.Release(n)
+	}
+}
+
+// acquireUnverified waits until n bytes fit in the room of senders not
+// yet verified, or ctx is done (ErrBusy).
+func (a *admission) acquireUnverified(ctx context.Context, n int64) error {
+	if err := a.unverified.Acquire(ctx, n); err != nil {
+		return fmt.Errorf("%w: waited for %d bytes for a body not yet verified: %w", ErrBusy, n, err)
+	}
+	return nil
+}
+
+func (a *admission) releaseUnverified(n int64) {
+	if n > 0 {
+		a.unverified.Release(n)
+	}
+}
 
 // acquireEvents waits until n events fit, or ctx is done (ErrBusy).
 func (a *admission) acquireEvents(ctx context.Context, n int) error {

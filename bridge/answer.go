@@ -42,7 +42,7 @@ func (s *Server) answer(w http.ResponseWriter, rc *Receiver, n int, err error) i
 			w.Header().Set("WWW-Authenticate", c)
 		}
 	case http.StatusTooManyRequests:
-		if s.router.Failing() {
+		if s.delivery.Failing() {
 			code, reason = http.StatusServiceUnavailable, "brokers_failing"
 		}
 		fallthrough
@@ -83,8 +83,12 @@ func classify(err error) (code int, reason, msg string) {
 		return http.StatusBadRequest, "invalid_json", err.Error()
 	case errors.Is(err, codec.ErrNoTopic), errors.Is(err, codec.ErrBadTopic), errors.Is(err, codec.ErrBadEnvelope):
 		return http.StatusBadRequest, "bad_envelope", err.Error()
+	case errors.Is(err, errBodyTimeout):
+		return http.StatusRequestTimeout, "body_timeout", err.Error()
 	case errors.Is(err, errReadBody):
 		return http.StatusBadRequest, "read_failed", err.Error()
+	case errors.Is(err, ErrSpoolFull):
+		return http.StatusServiceUnavailable, "spool_full", "events cannot be stored now: retry later"
 	case errors.Is(err, ErrBusy):
 		return http.StatusTooManyRequests, "busy", "too much work in flight: retry later"
 	case errors.Is(err, ErrUnrouted):
@@ -92,11 +96,12 @@ func classify(err error) (code int, reason, msg string) {
 	case errors.Is(err, ErrTopicNotAllowed):
 		return http.StatusUnprocessableEntity, "topic_not_allowed", err.Error()
 	case sinks.IsPermanent(err):
-		return http.StatusBadGateway, "broker_refused", err.Error()
+		// A broker's error names its address: logged, not shown.
+		return http.StatusBadGateway, "broker_refused", "a broker refused the events: see the bridge's log"
 	case errors.Is(err, context.Canceled):
 		return 499, "client_gone", "the client went away"
 	default:
-		return http.StatusServiceUnavailable, "delivery_failed", err.Error()
+		return http.StatusServiceUnavailable, "delivery_failed", "the brokers did not acknowledge the events in time: retry later"
 	}
 }
 

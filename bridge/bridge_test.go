@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -607,7 +608,8 @@ func BenchmarkHandler(b *testing.B) {
 
 // TestGracefulShutdown stops the server while a request waits on a stalled
 // broker: the request is still answered 200 once the broker acks, Serve
-// returns, and new connections are refused.
+// returns, and new connections are refused once the drain delay (0 here;
+// see TestDrain) is over.
 func TestGracefulShutdown(t *testing.T) {
 	log := testLogger(t)
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
@@ -622,7 +624,7 @@ func TestGracefulShutdown(t *testing.T) {
 	defer ks.Close(context.Background())
 	router, _ := bridge.NewRouter("", sinks.NewRetrying(ks, sinks.RetryPolicy{}, nil, log))
 	verifier, _ := auth.NewMist([]string{secret})
-	srv, err := bridge.New(defaults[bridge.Config](t, nil), bridge.Options{Router: router, Receivers: []*bridge.Receiver{{Name: "mist", Verifier: verifier}}, Log: log})
+	srv, err := bridge.New(defaults[bridge.Config](t, map[string]string{"DRAIN_DELAY": "0s"}), bridge.Options{Router: router, Receivers: []*bridge.Receiver{{Name: "mist", Verifier: verifier}}, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -647,14 +649,23 @@ func TestGracefulShutdown(t *testing.T) {
 	}()
 	<-stall.stalled
 	cancel() // SIGTERM
-	time.Sleep(100 * time.Millisecond)
+	// The listener closes as shutdown begins: wait for that, not a timer.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("new connections are still accepted 5s after shutdown began")
+		}
+		runtime.Gosched()
+	}
 	select {
 	case err := <-served:
 		t.Fatalf("Serve returned %v with a request in flight", err)
 	default:
-	}
-	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
-		t.Error("new connections are still accepted while shutting down")
 	}
 	stall.release()
 	if a := <-res; a.code != 200 || a.body["accepted"] != float64(10) {

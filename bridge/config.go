@@ -30,6 +30,10 @@ type Config struct {
 	// kernel's accept queue, costing the process no memory. Each open
 	// connection holds buffers, so this bounds memory under any load.
 	MaxConnections int `env:"MAX_CONNECTIONS" envDefault:"1024"`
+	// MaxConnectionsPerIP caps the open connections of one client address,
+	// so one source cannot take every slot of MaxConnections; a connection
+	// over the cap is closed at once.
+	MaxConnectionsPerIP int `env:"MAX_CONNECTIONS_PER_IP" envDefault:"128"`
 	// MaxBodyBytes caps one request body; larger bodies get 413.
 	MaxBodyBytes int64 `env:"MAX_BODY_BYTES" envDefault:"4194304"`
 	// MaxInflightEvents bounds the events admitted and not yet answered.
@@ -53,9 +57,22 @@ type Config struct {
 	Routes string `env:"ROUTES"`
 	// ReadTimeout bounds reading a whole request, body included.
 	ReadTimeout time.Duration `env:"READ_TIMEOUT" envDefault:"30s"`
+	// ReadHeaderTimeout bounds reading a request's headers: a connection
+	// that has not sent them by then is closed, so slow senders cannot
+	// hold connection slots.
+	ReadHeaderTimeout time.Duration `env:"READ_HEADER_TIMEOUT" envDefault:"5s"`
+	// BodyIdleTimeout bounds the wait for each next part of a body: a
+	// sender that stalls longer gets 408 and frees its room.
+	BodyIdleTimeout time.Duration `env:"BODY_IDLE_TIMEOUT" envDefault:"5s"`
 	// IdleTimeout closes idle keep-alive connections.
 	IdleTimeout time.Duration `env:"IDLE_TIMEOUT" envDefault:"120s"`
-	// ShutdownTimeout bounds the graceful shutdown on SIGTERM.
+	// DrainDelay is how long the bridge keeps serving after SIGTERM with
+	// /readyz answering 503, so load balancers stop sending to it before
+	// it stops listening. Keep-alive connections are told to close on
+	// their next answer meanwhile.
+	DrainDelay time.Duration `env:"DRAIN_DELAY" envDefault:"5s"`
+	// ShutdownTimeout bounds the graceful shutdown on SIGTERM, after
+	// DrainDelay: the wait for every request in flight to be answered.
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s"`
 }
 
@@ -77,6 +94,9 @@ func (c *Config) Validate() error {
 	if c.MaxConnections < 1 {
 		bad("MAX_CONNECTIONS", c.MaxConnections, "want at least 1")
 	}
+	if c.MaxConnectionsPerIP < 1 {
+		bad("MAX_CONNECTIONS_PER_IP", c.MaxConnectionsPerIP, "want at least 1")
+	}
 	if c.MaxInflightEvents < 1 {
 		bad("MAX_INFLIGHT_EVENTS", c.MaxInflightEvents, "want at least 1")
 	}
@@ -96,11 +116,15 @@ func (c *Config) Validate() error {
 		{"RETRY_AFTER", c.RetryAfter}, {"DELIVERY_TIMEOUT", c.DeliveryTimeout},
 		{"RETRY_INITIAL", c.RetryInitial}, {"RETRY_MAX", c.RetryMax},
 		{"READ_TIMEOUT", c.ReadTimeout}, {"IDLE_TIMEOUT", c.IdleTimeout}, {"SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
+		{"READ_HEADER_TIMEOUT", c.ReadHeaderTimeout}, {"BODY_IDLE_TIMEOUT", c.BodyIdleTimeout},
 	}
 	for _, p := range positive {
 		if p.d <= 0 {
 			bad(p.name, p.d, "want a positive duration such as 500ms or 10s")
 		}
+	}
+	if c.DrainDelay < 0 {
+		bad("DRAIN_DELAY", c.DrainDelay, "want 0 or a positive duration")
 	}
 	if c.AdmitWait < 0 {
 		bad("ADMIT_WAIT", c.AdmitWait, "want 0 or a positive duration")

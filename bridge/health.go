@@ -3,7 +3,6 @@ package bridge
 import (
 	"context"
 	"net/http"
-	"sync"
 	"time"
 )
 
@@ -13,37 +12,21 @@ func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 type readyBody struct {
-	Status string            `json:"status"`
-	Sinks  map[string]string `json:"sinks"`
+	Status string `json:"status"`
+	Readiness
 }
 
-// handleReadyz answers 200 when every sink accepts writes now, else 503
-// with each sink's state. It answers 503 while shutting down.
+// handleReadyz answers 200 when the bridge can take webhooks now, else 503,
+// with each sink's state (and the spool's). It answers 503 while draining.
+// The details are logged, not shown: the body never names a broker's host.
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	outs := s.router.Outputs()
-	states := make([]string, len(outs))
-	var wg sync.WaitGroup
-	for i, o := range outs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := o.Ready(ctx); err != nil {
-				states[i] = err.Error()
-			} else {
-				states[i] = "ok"
-			}
-		}()
-	}
-	wg.Wait()
-	body := readyBody{Status: "ready", Sinks: make(map[string]string, len(outs))}
+	rd := s.delivery.Ready(ctx)
+	body := readyBody{Status: "ready", Readiness: rd}
 	code := http.StatusOK
-	for i, o := range outs {
-		body.Sinks[o.Name()] = states[i]
-		if states[i] != "ok" {
-			body.Status, code = "not ready", http.StatusServiceUnavailable
-		}
+	if !rd.Ready {
+		body.Status, code = "not ready", http.StatusServiceUnavailable
 	}
 	if s.draining.Load() {
 		body.Status, code = "shutting down", http.StatusServiceUnavailable

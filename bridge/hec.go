@@ -2,10 +2,12 @@ package bridge
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -102,19 +104,19 @@ func (s *Server) hecRoutes(mux *http.ServeMux) {
 	}
 }
 
-// hecReceiver picks the receiver HEC requests go to, or nil.
-func (s *Server) hecReceiver() *Receiver {
-	if rc, ok := s.receivers[s.cfg.Receiver]; ok && auth.IsSplunk(rc.Verifier) {
+// hecReceiver returns the receiver HEC requests go to, or nil.
+func (s *Server) hecReceiver() *Receiver { return s.receivers.Load().hec }
+
+// pickHEC picks the receiver HEC requests go to in set: the default
+// receiver when it is a Splunk one, else the first Splunk receiver by name.
+func (s *Server) pickHEC(set *receiverSet) *Receiver {
+	if rc, ok := set.byName[s.cfg.Receiver]; ok && auth.IsSplunk(rc.Verifier) {
 		return rc
 	}
-	names := make([]string, 0, len(s.receivers))
-	for name := range s.receivers {
-		names = append(names, name)
-	}
-	slices.Sort(names)
+	names := slices.Sorted(maps.Keys(set.byName))
 	for _, name := range names {
-		if auth.IsSplunk(s.receivers[name].Verifier) {
-			return s.receivers[name]
+		if auth.IsSplunk(set.byName[name].Verifier) {
+			return set.byName[name]
 		}
 	}
 	return nil
@@ -142,20 +144,20 @@ func (s *Server) ingestHEC(w http.ResponseWriter, r *http.Request, rc *Receiver,
 	// one, so a request without the token takes no admission room (and
 	// gets HEC's "Token is required" whatever it sent).
 	if err := s.verify(rc, r, nil); err != nil {
+		w.Header().Set("Connection", "close") // the body is not read
 		return 0, err
 	}
-	body, release, err := s.readBody(w, r)
+	body, hold, err := s.readBody(w, r, true)
 	if err != nil {
+		w.Header().Set("Connection", "close")
 		return 0, err
 	}
-	defer release()
+	defer hold.release()
 	if len(bytes.TrimSpace(body.Bytes())) == 0 {
 		return 0, errHECNoData
 	}
-	topic := r.URL.Query().Get("topic")
-	if topic == "" {
-		topic = rc.DefaultTopic
-	}
+	query := r.URL.Query().Get("topic")
+	topic := cmp.Or(query, rc.DefaultTopic)
 	var batches []codec.Batch
 	if raw {
 		b, err := codec.Split(body.Bytes(), topic)
@@ -163,7 +165,7 @@ func (s *Server) ingestHEC(w http.ResponseWriter, r *http.Request, rc *Receiver,
 			return 0, hecDataError(hecInvalidDataFormat, 0, "Invalid data format", err)
 		}
 		batches = []codec.Batch{b}
-	} else if batches, err = splitHEC(body.Bytes(), topic); err != nil {
+	} else if batches, err = splitHEC(body.Bytes(), query, rc.DefaultTopic); err != nil {
 		return 0, err
 	}
 	// Every topic is checked and every event admitted before any is
@@ -172,8 +174,10 @@ func (s *Server) ingestHEC(w http.ResponseWriter, r *http.Request, rc *Receiver,
 }
 
 // splitHEC reads a body of concatenated HEC event objects and splits the
-// "event" of each as the bridge splits a webhook body.
-func splitHEC(body []byte, topic string) ([]codec.Batch, error) {
+// "event" of each as the bridge splits a webhook body. An event's topic is
+// its own envelope's, else ?topic= (query), else HEC's "sourcetype" when it
+// is a valid topic name, else the receiver's default.
+func splitHEC(body []byte, query, defaultTopic string) ([]codec.Batch, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	var batches []codec.Batch
 	for i := 0; ; i++ {
@@ -187,7 +191,8 @@ func splitHEC(body []byte, topic string) ([]codec.Batch, error) {
 			return nil, hecDataError(hecInvalidDataFormat, i, "Invalid data format", errors.New("want a JSON object"))
 		}
 		var hec struct {
-			Event json.RawMessage `json:"event"`
+			Event      json.RawMessage `json:"event"`
+			Sourcetype string          `json:"sourcetype"`
 		}
 		if err := json.Unmarshal(obj, &hec); err != nil {
 			return nil, hecDataError(hecInvalidDataFormat, i, "Invalid data format", err)
@@ -208,7 +213,14 @@ func splitHEC(body []byte, topic string) ([]codec.Batch, error) {
 		if len(ev) == 0 || string(ev) == "null" || string(ev) == "{}" {
 			return nil, hecDataError(hecEventBlank, i, "Event field cannot be blank", nil)
 		}
-		b, err := codec.Split(ev, topic)
+		topic := query
+		if topic == "" && codec.ValidateTopic(hec.Sourcetype) == nil {
+			topic = hec.Sourcetype
+		}
+		b, err := codec.Split(ev, cmp.Or(topic, defaultTopic))
+		if errors.Is(err, codec.ErrNoTopic) {
+			return nil, hecDataError(hecInvalidDataFormat, i, "Invalid data format: no topic: send a Mist envelope with \"topic\", ?topic=, or a \"sourcetype\" that is a topic name (letters, digits, '-', '_')", err)
+		}
 		if err != nil {
 			return nil, hecDataError(hecInvalidDataFormat, i, "Invalid data format", err)
 		}
@@ -288,7 +300,7 @@ func (s *Server) answerHEC(w http.ResponseWriter, rc *Receiver, n int, err error
 // handleHECHealth is HEC's health check: 200 code 17 while the bridge takes
 // events, else 503 code 18.
 func (s *Server) handleHECHealth(w http.ResponseWriter, _ *http.Request) {
-	if s.draining.Load() || s.router.Failing() {
+	if s.draining.Load() || s.delivery.Failing() {
 		writeJSON(w, http.StatusServiceUnavailable, hecAnswer{Text: "HEC is unhealthy, queues are full", Code: hecUnhealthy})
 		return
 	}

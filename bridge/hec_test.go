@@ -155,14 +155,19 @@ func TestHECEvents(t *testing.T) {
 	if rep.status != http.StatusOK || rep.body.Code != 0 {
 		t.Fatalf("answer %d %q", rep.status, rep.raw)
 	}
+	// A bare event without ?topic= takes HEC's sourcetype as its topic.
+	rep = r.post(t, http.MethodPost, "/services/collector", "Splunk "+hecToken, `{"sourcetype":"device-updowns","event":`+hecDevice+`}`)
+	if rep.status != http.StatusOK || rep.body.Code != 0 {
+		t.Fatalf("sourcetype answer %d %q", rep.status, rep.raw)
+	}
 	// /raw takes the Mist body as it is.
 	rep = r.post(t, http.MethodPost, "/services/collector/raw", "Splunk old", hecPing)
 	if rep.status != http.StatusOK || rep.body.Code != 0 {
 		t.Fatalf("raw answer %d %q", rep.status, rep.raw)
 	}
 
-	got := subjects(t, r.natsURL, 4, 5*time.Second)
-	want := []string{"mist.ping.", "mist.alarms.o1.s1", "mist.alarms.o1.s2", "mist.device-events.o1.s3"}
+	got := subjects(t, r.natsURL, 5, 5*time.Second)
+	want := []string{"mist.ping.", "mist.alarms.o1.s1", "mist.alarms.o1.s2", "mist.device-events.o1.s3", "mist.device-updowns.o1.s3"}
 	if len(got) != len(want) {
 		t.Fatalf("subjects %q, want %d messages (the raw ping is a duplicate JetStream drops)", got, len(want))
 	}
@@ -175,6 +180,7 @@ func TestHECEvents(t *testing.T) {
 
 func TestHECErrors(t *testing.T) {
 	r := newHECRig(t)
+	const noTopic = `Invalid data format: no topic: send a Mist envelope with "topic", ?topic=, or a "sourcetype" that is a topic name (letters, digits, '-', '_')`
 	ok := "Splunk " + hecToken
 	idx := func(i int) *int { return &i }
 	tests := []struct {
@@ -197,7 +203,8 @@ func TestHECErrors(t *testing.T) {
 		{"no event field", "POST", "/services/collector/event", ok, `{"event":` + hecPing + `}{"time":1}`, 400, hecAnswer{Text: "Event field is required", Code: 12, InvalidEventNumber: idx(1)}},
 		{"blank event", "POST", "/services/collector/event", ok, `{"event":""}`, 400, hecAnswer{Text: "Event field cannot be blank", Code: 13, InvalidEventNumber: idx(0)}},
 		{"text event", "POST", "/services/collector/event", ok, `{"event":"hello"}`, 400, hecAnswer{Text: "Invalid data format", Code: 6, InvalidEventNumber: idx(0)}},
-		{"no topic", "POST", "/services/collector/event", ok, `{"event":` + hecDevice + `}`, 400, hecAnswer{Text: "Invalid data format", Code: 6, InvalidEventNumber: idx(0)}},
+		{"no topic", "POST", "/services/collector/event", ok, `{"event":` + hecDevice + `}`, 400, hecAnswer{Text: noTopic, Code: 6, InvalidEventNumber: idx(0)}},
+		{"sourcetype not a topic name", "POST", "/services/collector/event", ok, `{"sourcetype":"_json:mist","event":` + hecDevice + `}`, 400, hecAnswer{Text: noTopic, Code: 6, InvalidEventNumber: idx(0)}},
 		{"raw not JSON", "POST", "/services/collector/raw", ok, "a line of text", 400, hecAnswer{Text: "Invalid data format", Code: 6, InvalidEventNumber: idx(0)}},
 		{"GET", "GET", "/services/collector/event", ok, "", 405, hecAnswer{Text: "Method not allowed: use POST", Code: 6}},
 	}

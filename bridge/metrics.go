@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mistbridge/mistbridge/bridge/auth"
 )
 
 // metrics of the ingress. Labels are bounded: receiver names come from
@@ -14,6 +16,7 @@ type metrics struct {
 	duration       *prometheus.HistogramVec
 	inflightEvents prometheus.Gauge
 	inflightBytes  prometheus.Gauge
+	connsRefused   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -43,9 +46,29 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "mistbridge_inflight_bytes",
 			Help: "Request bytes reserved by admitted requests.",
 		}),
+		connsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mistbridge_connections_refused_total",
+			Help: "Connections closed at once because their client address had MISTBRIDGE_MAX_CONNECTIONS_PER_IP open.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.events, m.authFailures, m.duration, m.inflightEvents, m.inflightBytes)
+		reg.MustRegister(m.requests, m.events, m.authFailures, m.duration, m.inflightEvents, m.inflightBytes, m.connsRefused)
 	}
 	return m
+}
+
+// answerCodes are the statuses a webhook request is commonly answered
+// with; their series exist at zero from start so dashboards and alerts see
+// them before the first failure.
+var answerCodes = []string{"200", "400", "401", "403", "404", "408", "413", "415", "422", "429", "502", "503"}
+
+// initReceiver makes the series of receiver name exist at zero.
+func (m *metrics) initReceiver(name string) {
+	for _, c := range answerCodes {
+		m.requests.WithLabelValues(name, c)
+	}
+	for _, r := range auth.Reasons() {
+		m.authFailures.WithLabelValues(name, r)
+	}
+	m.duration.WithLabelValues(name)
 }

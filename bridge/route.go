@@ -12,12 +12,46 @@ import (
 	"github.com/mistbridge/mistbridge/codec"
 )
 
-// Delivery takes admitted events to their brokers. Deliver returns nil only
-// when every event is safe: acknowledged by every broker it is routed to
-// (or, later, written durably to a local spool that will deliver it). A
-// spool slots in as a Delivery wrapping the [Router].
+// Delivery is the one seam between the ingress and the brokers: the
+// [Router] implements it, and a spool wraps the Router and implements it
+// too. Implementations are safe for concurrent use.
 type Delivery interface {
+	// Deliver returns nil only when every event is safe: acknowledged by
+	// every broker it is routed to, or written durably to a local spool
+	// that will deliver it.
 	Deliver(ctx context.Context, events []*codec.Event) error
+	// Check fails (wrapping [ErrUnrouted]) when no route sends topic
+	// anywhere, so a request can be refused before it takes room.
+	Check(topic string) error
+	// Ready tells whether webhooks can be taken now, per sink.
+	Ready(ctx context.Context) Readiness
+	// Failing reports that events cannot be made safe now (a broker looks
+	// down and nothing absorbs it), which turns a 429 into a 503.
+	Failing() bool
+}
+
+// Readiness is what /readyz shows.
+type Readiness struct {
+	// Ready is true when the bridge can take webhooks now.
+	Ready bool `json:"-"`
+	// Sinks maps each sink's name to "ok" or why it is not delivering.
+	// The text never carries a broker's address.
+	Sinks map[string]string `json:"sinks"`
+	// Spool is the spool's state, when there is a spool.
+	Spool *SpoolState `json:"spool,omitempty"`
+}
+
+// SpoolState is the spool's part of [Readiness].
+type SpoolState struct {
+	// Events and Bytes are what the spool holds, not yet delivered.
+	Events int64 `json:"events"`
+	Bytes  int64 `json:"bytes"`
+	// MaxBytes is the spool's bound.
+	MaxBytes int64 `json:"max_bytes"`
+	// OldestAgeSeconds is the age of the oldest spooled event, 0 when empty.
+	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+	// Sinks maps each sink's name to the events spooled for it.
+	Sinks map[string]int64 `json:"sinks,omitempty"`
 }
 
 // Output is one sink with the delivery policy applied (sinks.Retrying).
@@ -100,6 +134,11 @@ func parseRoutes(spec string) ([]route, error) {
 	return routes, nil
 }
 
+var _ Delivery = (*Router)(nil)
+
+// Output returns the output named name, or nil.
+func (r *Router) Output(name string) Output { return r.outputs[name] }
+
 // Outputs returns the outputs in configuration order.
 func (r *Router) Outputs() []Output {
 	out := make([]Output, len(r.order))
@@ -133,6 +172,11 @@ func (r *Router) sinksFor(topic string) []string {
 	return nil
 }
 
+// ErrSpoolFull is wrapped by a [Delivery] that cannot make events safe
+// because its spool is full or cannot be written; it is answered with 503
+// and Retry-After, and nothing already spooled is dropped.
+var ErrSpoolFull = errors.New("bridge: spool full or failing")
+
 // ErrUnrouted is returned for a topic that no route sends anywhere.
 var ErrUnrouted = errors.New("bridge: no route for topic")
 
@@ -146,6 +190,66 @@ func (r *Router) Check(topic string) error {
 	return nil
 }
 
+// Plan groups events by the output each is routed to, keeping their order
+// within each output. It fails, wrapping [ErrUnrouted], when an event's
+// topic is routed nowhere.
+func (r *Router) Plan(events []*codec.Event) (map[string][]*codec.Event, error) {
+	perOutput := make(map[string][]*codec.Event, len(r.order))
+	var (
+		lastTopic string
+		names     []string
+	)
+	for _, ev := range events {
+		if names == nil || ev.Topic != lastTopic {
+			if err := r.Check(ev.Topic); err != nil {
+				return nil, err
+			}
+			names, lastTopic = r.sinksFor(ev.Topic), ev.Topic
+		}
+		for _, n := range names {
+			perOutput[n] = append(perOutput[n], ev)
+		}
+	}
+	return perOutput, nil
+}
+
+// Ready implements [Delivery]: ready when every output is, each asked in
+// parallel within ctx.
+func (r *Router) Ready(ctx context.Context) Readiness {
+	states := make([]string, len(r.order))
+	var wg sync.WaitGroup
+	for i, n := range r.order {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			states[i] = readyState(ctx, r.outputs[n])
+		}()
+	}
+	wg.Wait()
+	rd := Readiness{Ready: true, Sinks: make(map[string]string, len(r.order))}
+	for i, n := range r.order {
+		rd.Sinks[n] = states[i]
+		if states[i] != "ok" {
+			rd.Ready = false
+		}
+	}
+	return rd
+}
+
+// readyState is "ok" or a short reason safe to show anyone: a broker's
+// error carries its address, so only its kind is shown.
+func readyState(ctx context.Context, o Output) string {
+	err := o.Ready(ctx)
+	switch {
+	case err == nil:
+		return "ok"
+	case ctx.Err() != nil:
+		return "not answering"
+	default:
+		return "not delivering"
+	}
+}
+
 // Deliver implements [Delivery]: each output gets the events whose topic
 // is routed to it, all outputs in parallel. When an event's topic is not
 // routed anywhere, nothing is delivered and the error wraps [ErrUnrouted].
@@ -154,20 +258,9 @@ func (r *Router) Deliver(ctx context.Context, events []*codec.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	perOutput := make(map[string][]*codec.Event, len(r.order))
-	routed := map[string][]string{}
-	for _, ev := range events {
-		names, ok := routed[ev.Topic]
-		if !ok {
-			if err := r.Check(ev.Topic); err != nil {
-				return err
-			}
-			names = r.sinksFor(ev.Topic)
-			routed[ev.Topic] = names
-		}
-		for _, n := range names {
-			perOutput[n] = append(perOutput[n], ev)
-		}
+	perOutput, err := r.Plan(events)
+	if err != nil {
+		return err
 	}
 	if len(perOutput) == 1 {
 		for n, evs := range perOutput {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -28,15 +29,20 @@ type Receiver struct {
 	DefaultTopic string
 	// Topics, when set, are the only topics the receiver accepts: shell
 	// patterns such as "device-*". Others are refused with 422. Empty
-	// means any topic.
+	// means any topic. Mist's "ping" (the test event sent when an admin
+	// saves a webhook) is always accepted.
 	Topics []string
 }
+
+// PingTopic is the topic of the test event Mist sends when a webhook is
+// saved; every receiver accepts it, whatever its Topics.
+const PingTopic = "ping"
 
 // ErrTopicNotAllowed is returned for a topic outside the receiver's Topics.
 var ErrTopicNotAllowed = errors.New("bridge: topic not allowed")
 
 func (rc *Receiver) allows(topic string) bool {
-	if len(rc.Topics) == 0 {
+	if len(rc.Topics) == 0 || topic == PingTopic {
 		return true
 	}
 	for _, p := range rc.Topics {
@@ -49,12 +55,16 @@ func (rc *Receiver) allows(topic string) bool {
 
 // Options are what a [Server] is built from besides its [Config].
 type Options struct {
-	// Router sends events to the sinks and tells their health. Required.
-	Router *Router
-	// Delivery is what admitted events are handed to. The default is Router.
+	// Delivery takes admitted events to the brokers and tells their health:
+	// a [*Router], or a spool wrapping one. Required unless Router is set.
 	Delivery Delivery
+	// Router is the Delivery when Delivery is nil.
+	Router *Router
 	// Receivers are the webhook endpoints. At least one is required.
 	Receivers []*Receiver
+	// API, when set, serves every path under /api/v1/ (the receivers API,
+	// which authenticates its own callers). Nil answers those paths 404.
+	API http.Handler
 	// Log is the logger; the default discards.
 	Log *slog.Logger
 	// Registry receives the metrics and is served on /metrics; the default
@@ -65,10 +75,13 @@ type Options struct {
 // Server is the webhook ingress. Build it with [New]; it is safe for
 // concurrent use.
 type Server struct {
-	cfg       Config
-	log       *slog.Logger
-	receivers map[string]*Receiver
-	router    *Router
+	cfg Config
+	log *slog.Logger
+	// fixed are the receivers of Options, always served; receivers is
+	// the set in force (fixed plus managed ones), swapped whole by
+	// SetReceivers so the hot path reads it without a lock.
+	fixed     []*Receiver
+	receivers atomic.Pointer[receiverSet]
 	delivery  Delivery
 	admit     *admission
 	metrics   *metrics
@@ -82,8 +95,11 @@ func New(cfg Config, o Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if o.Router == nil {
-		return nil, errors.New("bridge: Options.Router is required")
+	if o.Delivery == nil && o.Router != nil {
+		o.Delivery = o.Router
+	}
+	if o.Delivery == nil {
+		return nil, errors.New("bridge: Options.Delivery (or Router) is required")
 	}
 	if len(o.Receivers) == 0 {
 		return nil, errors.New("bridge: at least one receiver is required")
@@ -94,36 +110,30 @@ func New(cfg Config, o Options) (*Server, error) {
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()
 	}
-	if o.Delivery == nil {
-		o.Delivery = o.Router
-	}
 	s := &Server{
-		cfg:       cfg,
-		log:       o.Log,
-		receivers: make(map[string]*Receiver, len(o.Receivers)),
-		router:    o.Router,
-		delivery:  o.Delivery,
-		admit:     newAdmission(cfg.MaxInflightEvents, cfg.MaxInflightBytes),
-		metrics:   newMetrics(o.Registry),
-		registry:  o.Registry,
+		cfg:      cfg,
+		log:      o.Log,
+		delivery: o.Delivery,
+		admit:    newAdmission(cfg.MaxInflightEvents, cfg.MaxInflightBytes),
+		metrics:  newMetrics(o.Registry),
+		registry: o.Registry,
 	}
+	set, err := newReceiverSet(o.Receivers, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.fixed = o.Receivers
 	for _, rc := range o.Receivers {
-		if !validName(rc.Name) || rc.Verifier == nil {
-			return nil, fmt.Errorf("bridge: receiver %q: want a name of letters, digits, '-', '_' and a verifier", rc.Name)
-		}
-		for _, p := range rc.Topics {
-			if _, err := path.Match(p, ""); err != nil {
-				return nil, fmt.Errorf("bridge: receiver %q: topic pattern %q: %v", rc.Name, p, err)
-			}
-		}
-		if _, dup := s.receivers[rc.Name]; dup {
-			return nil, fmt.Errorf("bridge: receiver %q is defined twice", rc.Name)
-		}
-		s.receivers[rc.Name] = rc
+		s.metrics.initReceiver(rc.Name)
 	}
+	set.hec = s.pickHEC(set)
+	s.receivers.Store(set)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/webhooks/{receiver}", s.handleWebhook)
 	s.hecRoutes(mux)
+	if o.API != nil {
+		mux.Handle("/api/v1/", o.API)
+	}
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
 	mux.HandleFunc("GET /readyz", s.handleReadyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{Registry: o.Registry}))
@@ -134,18 +144,73 @@ func New(cfg Config, o Options) (*Server, error) {
 	return s, nil
 }
 
+// receiverSet is an immutable lookup of receivers by name.
+type receiverSet struct {
+	byName map[string]*Receiver
+	hec    *Receiver // where HEC requests go, or nil
+}
+
+// newReceiverSet checks and indexes fixed plus managed receivers. A
+// managed receiver may not take a fixed one's name.
+func newReceiverSet(fixed, managed []*Receiver) (*receiverSet, error) {
+	set := &receiverSet{byName: make(map[string]*Receiver, len(fixed)+len(managed))}
+	for _, rc := range slices.Concat(fixed, managed) {
+		if !validName(rc.Name) || rc.Verifier == nil {
+			return nil, fmt.Errorf("bridge: receiver %q: want a name of letters, digits, '-', '_' and a verifier", rc.Name)
+		}
+		for _, p := range rc.Topics {
+			if _, err := path.Match(p, ""); err != nil {
+				return nil, fmt.Errorf("bridge: receiver %q: topic pattern %q: %v", rc.Name, p, err)
+			}
+		}
+		if _, dup := set.byName[rc.Name]; dup {
+			return nil, fmt.Errorf("bridge: receiver %q is defined twice", rc.Name)
+		}
+		set.byName[rc.Name] = rc
+	}
+	return set, nil
+}
+
+// SetReceivers replaces the managed receivers (those besides the ones of
+// Options) at once: a request that starts after it returns sees the new
+// set, one in flight finishes with the receiver it started with. It fails,
+// changing nothing, when a receiver is invalid or names one twice. It is
+// safe for concurrent use.
+func (s *Server) SetReceivers(managed []*Receiver) error {
+	set, err := newReceiverSet(s.fixed, managed)
+	if err != nil {
+		return err
+	}
+	set.hec = s.pickHEC(set)
+	for _, rc := range managed {
+		s.metrics.initReceiver(rc.Name)
+	}
+	s.receivers.Store(set)
+	return nil
+}
+
+// receiver returns the receiver named name, or nil.
+func (s *Server) receiver(name string) *Receiver { return s.receivers.Load().byName[name] }
+
 // Handler returns the HTTP handler of every endpoint.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Serve answers on ln, with at most MaxConnections connections open, until
-// ctx is done, then shuts down gracefully: it
-// stops accepting, answers every request in flight (waiting at most
-// ShutdownTimeout) and returns. Closing the sinks is the caller's job,
-// after Serve returns.
+// Serve answers on ln until ctx is done, then drains and shuts down
+// gracefully. At most MaxConnections connections are open, at most
+// MaxConnectionsPerIP from one address. When ctx is done it:
+//
+//  1. turns /readyz to 503 at once and answers every request with
+//     "Connection: close", so keep-alive clients leave politely;
+//  2. keeps serving for DrainDelay, so load balancers notice;
+//  3. stops accepting, closes idle connections, and answers every request
+//     in flight (waiting at most ShutdownTimeout), then returns.
+//
+// Closing the sinks is the caller's job, after Serve returns. Serve
+// returns nil after a clean shutdown.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler:           s.closeWhileDraining(s.handler),
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		ReadTimeout:       s.cfg.ReadTimeout,
 		// Counted from the end of the headers: a request may take ReadTimeout
 		// to arrive, wait twice for admission, then for every broker ack.
@@ -154,14 +219,25 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:  s.cfg.IdleTimeout,
 		ErrorLog:     slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	perIP := newPerIPListener(ln, s.cfg.MaxConnectionsPerIP, s.metrics.connsRefused.Inc)
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(netutil.LimitListener(ln, s.cfg.MaxConnections)) }()
+	go func() { errc <- hs.Serve(netutil.LimitListener(perIP, s.cfg.MaxConnections)) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("bridge: serve: %w", err)
 	case <-ctx.Done():
 	}
 	s.draining.Store(true)
+	if s.cfg.DrainDelay > 0 {
+		s.log.Info("draining: /readyz answers 503; still serving", "drain_delay", s.cfg.DrainDelay)
+		t := time.NewTimer(s.cfg.DrainDelay)
+		select {
+		case <-t.C:
+		case err := <-errc:
+			t.Stop()
+			return fmt.Errorf("bridge: serve: %w", err)
+		}
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	err := hs.Shutdown(sctx)
@@ -170,4 +246,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("bridge: shutdown: %w", err)
 	}
 	return nil
+}
+
+// closeWhileDraining asks the client to close its connection after each
+// answer once draining has begun: the answer is written whole, then the
+// server closes the connection, so no request is cut off mid-flight.
+func (s *Server) closeWhileDraining(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.draining.Load() {
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -95,6 +95,13 @@ func NewRetrying(s Sink, p RetryPolicy, m *Metrics, log *slog.Logger) *Retrying 
 	if m == nil {
 		m = NewMetrics(nil)
 	}
+	// Every series of the sink exists at zero from start: dashboards and
+	// alerts need them before the first failure.
+	name := s.Name()
+	m.published.WithLabelValues(name)
+	m.retries.WithLabelValues(name)
+	m.deadLetters.WithLabelValues(name)
+	m.failures.WithLabelValues(name)
 	return &Retrying{Sink: s, policy: p, metrics: m, log: log.With("sink", s.Name())}
 }
 

@@ -21,7 +21,7 @@ func main() {
 	var (
 		url         = flag.String("url", "http://localhost:8080/webhooks/mist", "webhook URL of the bridge")
 		secret      = flag.String("secret", os.Getenv("MISTBRIDGE_WEBHOOK_SECRET"), "HMAC secret (default $MISTBRIDGE_WEBHOOK_SECRET)")
-		dir         = flag.String("samples", "", "directory of sample bodies to replay (default: ../shared/mist-samples beside the repository, else deploy/samples)")
+		dir         = flag.String("samples", "", "directory of sample bodies to replay (default: deploy/samples of the repository, found from the working directory)")
 		loop        = flag.Duration("every", 0, "replay the samples again at this interval (0: once)")
 		ratef       = flag.Float64("rate", 0, "load mode: events per second of generated batches (0: replay samples)")
 		batch       = flag.Int("batch", 10, "load mode: events per request")

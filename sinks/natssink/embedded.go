@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -53,16 +54,29 @@ func StartEmbedded(dataDir, addr string, log *slog.Logger) (*Embedded, error) {
 		NoSigs:     true, // the bridge owns the process's signals
 		NoLog:      true, // replaced by SetLogger below
 	}
+	if port != server.RANDOM_PORT {
+		// A busy port makes nats-server log a fatal error and never become
+		// ready: find it now and say so, rather than wait and blame readiness.
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, portStr))
+		if err != nil {
+			return nil, fmt.Errorf("natssink: embedded server cannot listen on %s: %w", addr, err)
+		}
+		ln.Close()
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("natssink: embedded server: %w", err)
 	}
 	debug := log.Enabled(context.Background(), slog.LevelDebug)
-	srv.SetLogger(slogAdapter{log: log, debug: debug}, debug, false)
+	adapter := slogAdapter{log: log, debug: debug, fatal: new(atomic.Value)}
+	srv.SetLogger(adapter, debug, false)
 	srv.Start()
 	if !srv.ReadyForConnections(embeddedReadyTimeout) {
 		srv.Shutdown()
 		srv.WaitForShutdown()
+		if msg, ok := adapter.fatal.Load().(string); ok {
+			return nil, fmt.Errorf("natssink: embedded server on %s: %s", addr, msg)
+		}
 		return nil, fmt.Errorf("natssink: embedded server on %s with store %s did not become ready within %v",
 			addr, opts.StoreDir, embeddedReadyTimeout)
 	}
@@ -99,6 +113,7 @@ func (e *Embedded) Shutdown() {
 type slogAdapter struct {
 	log   *slog.Logger
 	debug bool
+	fatal *atomic.Value // the first fatal message, a string
 }
 
 func (a slogAdapter) Noticef(format string, v ...any) {
@@ -106,8 +121,12 @@ func (a slogAdapter) Noticef(format string, v ...any) {
 		a.log.Debug(fmt.Sprintf(format, v...))
 	}
 }
-func (a slogAdapter) Warnf(format string, v ...any)  { a.log.Warn(fmt.Sprintf(format, v...)) }
-func (a slogAdapter) Fatalf(format string, v ...any) { a.log.Error(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Warnf(format string, v ...any) { a.log.Warn(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	a.fatal.CompareAndSwap(nil, msg)
+	a.log.Error(msg)
+}
 func (a slogAdapter) Errorf(format string, v ...any) { a.log.Error(fmt.Sprintf(format, v...)) }
 func (a slogAdapter) Debugf(format string, v ...any) { a.log.Debug(fmt.Sprintf(format, v...)) }
 func (a slogAdapter) Tracef(format string, v ...any) { a.log.Debug(fmt.Sprintf(format, v...)) }

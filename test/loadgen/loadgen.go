@@ -230,10 +230,9 @@ func Run(ctx context.Context, cfg Config) Result {
 	return res
 }
 
-// SamplesDir finds the Mist sample bodies: ../shared/mist-samples beside the
-// module root when it is there (the source of truth), else the copy the
-// repository ships in deploy/samples. It looks up from the working
-// directory for go.mod, so it works from any package's tests.
+// SamplesDir finds the Mist sample bodies the repository ships in
+// deploy/samples (one real payload per documented topic). It looks up from
+// the working directory for the module root.
 func SamplesDir() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
@@ -249,10 +248,9 @@ func SamplesDir() (string, error) {
 		}
 		dir = parent
 	}
-	for _, d := range []string{filepath.Join(dir, "..", "shared", "mist-samples"), filepath.Join(dir, "deploy", "samples")} {
-		if files, _ := filepath.Glob(filepath.Join(d, "*.json")); len(files) > 0 {
-			return filepath.Clean(d), nil
-		}
+	d := filepath.Join(dir, "deploy", "samples")
+	if files, _ := filepath.Glob(filepath.Join(d, "*.json")); len(files) > 0 {
+		return d, nil
 	}
-	return "", fmt.Errorf("loadgen: no samples in ../shared/mist-samples or deploy/samples under %s", dir)
+	return "", fmt.Errorf("loadgen: no samples in %s", d)
 }
