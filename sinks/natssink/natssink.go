@@ -41,8 +41,11 @@ import (
 // in its [sinks.HeaderDeadLetterSink] header.
 const Name = "nats"
 
-// reconnectBufSize is how much the connection buffers while it reconnects.
-const reconnectBufSize = 8 << 20
+// reconnectBufSize is -1: while the connection reconnects a publish fails
+// at once instead of waiting in a buffer. A buffered message would reach
+// the server after the write that made it had given up (and the spool had
+// taken a copy), ahead of older events of its key.
+const reconnectBufSize = -1
 
 // deadLetterIDSuffix makes a dead letter's Nats-Msg-Id differ from the
 // event's own: both subjects are in one stream, and the same id would make
