@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -13,9 +15,13 @@ import (
 
 	"github.com/mistbridge/mistbridge/bridge"
 	"github.com/mistbridge/mistbridge/bridge/auth"
+	"github.com/mistbridge/mistbridge/bridge/receivers"
+	"github.com/mistbridge/mistbridge/bridge/spool"
 	"github.com/mistbridge/mistbridge/sinks/kafkasink"
 	"github.com/mistbridge/mistbridge/sinks/natssink"
 )
+
+//go:generate go run ./internal/helpgen
 
 // envPrefix starts every variable the bridge reads.
 const envPrefix = "MISTBRIDGE_"
@@ -23,21 +29,36 @@ const envPrefix = "MISTBRIDGE_"
 // config is everything the bridge reads from the environment. Each
 // component owns its struct; this one only nests them.
 type config struct {
-	// DataDir holds the embedded NATS server's JetStream store (and, later, the spool).
+	// DataDir holds the embedded NATS server's JetStream store, the spool
+	// and the receivers database.
 	DataDir string `env:"DATA_DIR" envDefault:"./data"`
 	// Sinks lists the outputs: nats, kafka or both. Empty means nats, plus
 	// kafka when MISTBRIDGE_KAFKA_BROKERS is set.
-	Sinks    []string `env:"SINKS" envSeparator:","`
-	LogLevel string   `env:"LOG_LEVEL" envDefault:"info"`
+	Sinks []string `env:"SINKS" envSeparator:","`
+	// LogLevel is the least level logged: debug, info, warn or error.
+	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
 	// PprofAddr, when set, serves net/http/pprof there (e.g. 127.0.0.1:6060)
 	// for profiling; keep it on loopback.
 	PprofAddr string `env:"PPROF_ADDR"`
+	// LogFormat is the log line format: text (logfmt) or json.
 	LogFormat string `env:"LOG_FORMAT" envDefault:"text"`
 
 	Bridge bridge.Config
 	Auth   auth.Config
-	Kafka  kafkasink.Config `envPrefix:"KAFKA_"`
-	NATS   natssink.Config  `envPrefix:"NATS_"`
+	// Spool is MISTBRIDGE_ACK_MODE, MISTBRIDGE_ACK_WAIT and MISTBRIDGE_SPOOL_*.
+	Spool spool.Config
+
+	// AdminToken, when set, turns the receivers API (/api/v1/) on: callers
+	// send Authorization: Bearer <token>; comma-separated for rotation.
+	AdminToken []string `env:"ADMIN_TOKEN" envSeparator:","`
+	// ReceiversKey, when set (base64 of 32 bytes), encrypts stored receiver
+	// credentials with AES-256-GCM.
+	ReceiversKey string `env:"RECEIVERS_KEY"`
+	// PublicURL is the base of the ingest URLs the receivers API shows,
+	// e.g. https://hooks.example.com; the default is the request's host.
+	PublicURL string           `env:"PUBLIC_URL"`
+	Kafka     kafkasink.Config `envPrefix:"KAFKA_"`
+	NATS      natssink.Config  `envPrefix:"NATS_"`
 }
 
 // variable describes one environment variable of config.
@@ -46,6 +67,8 @@ type variable struct {
 	Field   string
 	Type    string
 	Default string
+	// Help is the first sentence of the field's doc comment (help_gen.go).
+	Help string
 }
 
 // variables lists every variable config reads, in declaration order.
@@ -75,7 +98,12 @@ func variables() []variable {
 			case strings.HasPrefix(typ, "int"):
 				typ = "int"
 			}
-			out = append(out, variable{Key: prefix + key, Field: f.Name, Type: typ, Default: f.Tag.Get("envDefault")})
+			pkg := path.Base(t.PkgPath())
+			if t == reflect.TypeOf(config{}) {
+				pkg = "main" // its path is "main" in the binary, the module path in tests
+			}
+			help := fieldHelp[pkg+"."+t.Name()+"."+f.Name]
+			out = append(out, variable{Key: prefix + key, Field: f.Name, Type: typ, Default: f.Tag.Get("envDefault"), Help: help})
 		}
 	}
 	walk(reflect.TypeOf(config{}), envPrefix)
@@ -106,6 +134,17 @@ func loadConfig(environ map[string]string) (config, []string, error) {
 		}
 	}
 	cfg.Sinks = slices.Compact(cfg.Sinks)
+	if cfg.Spool.Dir == "" {
+		cfg.Spool.Dir = filepath.Join(cfg.DataDir, "spool")
+	}
+	if err := cfg.Spool.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.ReceiversKey != "" {
+		if _, err := receivers.ParseKey(cfg.ReceiversKey); err != nil {
+			errs = append(errs, fmt.Errorf("%sRECEIVERS_KEY is invalid: %w", envPrefix, err))
+		}
+	}
 	if err := cfg.Auth.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -214,6 +253,6 @@ Variables (default in brackets; secrets have none):
 		if def == "" {
 			def = "unset"
 		}
-		fmt.Fprintf(w, "  %-44s %-8s [%s]\n", v.Key, v.Type, def)
+		fmt.Fprintf(w, "  %-44s %-8s [%s]\n      %s\n", v.Key, v.Type, def, v.Help)
 	}
 }

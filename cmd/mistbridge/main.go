@@ -14,6 +14,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -24,6 +25,8 @@ import (
 
 	"github.com/mistbridge/mistbridge/bridge"
 	"github.com/mistbridge/mistbridge/bridge/auth"
+	"github.com/mistbridge/mistbridge/bridge/receivers"
+	"github.com/mistbridge/mistbridge/bridge/spool"
 	"github.com/mistbridge/mistbridge/sinks"
 	"github.com/mistbridge/mistbridge/sinks/kafkasink"
 	"github.com/mistbridge/mistbridge/sinks/natssink"
@@ -34,6 +37,14 @@ func main() { os.Exit(mainCode()) }
 // mainCode runs the bridge and returns the exit code: 0 after a clean
 // shutdown, 2 for bad configuration, 1 when it stopped on an error.
 func mainCode() int {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "spool":
+			return spoolCommand(os.Args[2:], os.Stdout, os.Stderr)
+		case "receivers":
+			return receiversCommand(os.Args[2:], os.Stdout, os.Stderr)
+		}
+	}
 	fs := flag.NewFlagSet("mistbridge", flag.ContinueOnError)
 	fs.Usage = func() { printUsage(os.Stderr) }
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -131,23 +142,65 @@ func run(ctx context.Context, cfg config, verifier auth.Verifier, log *slog.Logg
 	if err != nil {
 		return err
 	}
-	srv, err := bridge.New(cfg.Bridge, bridge.Options{
-		Router:    router,
+	sp, err := spool.New(cfg.Spool, router, log, reg)
+	if err != nil {
+		return err
+	}
+	defer func() { // before the sinks' closers, registered earlier
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := sp.Close(cctx); err != nil {
+			log.Warn("closing the spool", "err", err)
+		}
+	}()
+	var (
+		srv  *bridge.Server
+		api  http.Handler
+		live *receivers.Live
+	)
+	if tokens := slices.DeleteFunc(slices.Clone(cfg.AdminToken), func(s string) bool { return strings.TrimSpace(s) == "" }); len(tokens) > 0 {
+		var key []byte
+		if cfg.ReceiversKey != "" {
+			key, _ = receivers.ParseKey(cfg.ReceiversKey) // validated by loadConfig
+		}
+		store, err := receivers.Open(ctx, filepath.Join(cfg.DataDir, receivers.FileName), receivers.StoreOptions{Key: key})
+		if err != nil {
+			return fmt.Errorf("MISTBRIDGE_DATA_DIR=%q: %w", cfg.DataDir, err)
+		}
+		defer store.Close()
+		rlog := log.With("component", "receivers")
+		live = receivers.NewLive(store, func(l []*bridge.Receiver) error { return srv.SetReceivers(l) }, rlog, cfg.Bridge.Receiver)
+		defer live.Close()
+		api = receivers.NewAPI(store, receivers.APIOptions{
+			Tokens: tokens, PublicURL: cfg.PublicURL, Reserved: []string{cfg.Bridge.Receiver},
+			OnChange: live.Sync, Log: rlog,
+		})
+	}
+	srv, err = bridge.New(cfg.Bridge, bridge.Options{
+		Delivery:  sp,
 		Receivers: []*bridge.Receiver{{Name: cfg.Bridge.Receiver, Verifier: verifier, DefaultTopic: cfg.Bridge.DefaultTopic, Topics: cfg.Bridge.Topics}},
+		API:       api,
 		Log:       log,
 		Registry:  reg,
 	})
 	if err != nil {
 		return err
 	}
+	if live != nil {
+		if err := live.Sync(ctx); err != nil {
+			return err
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.Bridge.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("MISTBRIDGE_LISTEN_ADDR=%s: %w", cfg.Bridge.ListenAddr, err)
 	}
 	printBanner(os.Stderr, log, cfg, ln.Addr())
-	err = srv.Serve(ctx, ln)
-	log.Info("stopped accepting; every request in flight answered; closing sinks", "err", err)
-	return err
+	if err := srv.Serve(ctx, ln); err != nil {
+		return err
+	}
+	log.Info("stopped accepting; every request in flight answered; closing sinks")
+	return nil
 }
 
 func printBanner(w io.Writer, log *slog.Logger, cfg config, addr net.Addr) {
