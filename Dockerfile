@@ -5,8 +5,15 @@
 # package manager) as the non-root user 65532.
 #
 #   docker build -t mistbridge .
-#   docker run -p 8080:8080 -p 4222:4222 -e MISTBRIDGE_WEBHOOK_SECRET=change-me mistbridge
+#   docker run -p 8080:8080 -p 4222:4222 -v mistbridge-data:/data --stop-timeout 65 -e MISTBRIDGE_WEBHOOK_SECRET=change-me mistbridge
 #   docker run --entrypoint /usr/local/bin/mistsend mistbridge -url http://host:8080/webhooks/mist -secret change-me -samples /samples
+#
+# /data (MISTBRIDGE_DATA_DIR) holds the spool: events answered 200 and not yet
+# acknowledged by a broker, delivered after a restart. Give it a named volume
+# (-v above), which outlives the container; the anonymous volume VOLUME makes
+# otherwise is removed with `docker run --rm`. --stop-timeout: `docker stop`
+# kills after 10s by default, before the graceful shutdown (drain 5s, requests
+# in flight up to 30s, closing the spool and sinks) ends.
 #
 # docker-compose.yml and deploy/kubernetes use this image; cmd/mistbridge/deploy_test.go
 # checks that they agree with it.
@@ -29,8 +36,9 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     go build -trimpath -ldflags='-s -w' -o /out/mistbridge ./cmd/mistbridge && \
     go build -trimpath -ldflags='-s -w' -o /out/mistsend ./cmd/mistsend && \
     go build -trimpath -ldflags='-s -w' -o /out/healthcheck ./deploy/healthcheck
-# The data directory, created here because the final image has no shell:
-# copied with the runtime user as owner, so the volume is writable by it.
+# The data directory (spool, receivers database, embedded NATS store),
+# created here because the final image has no shell: copied with the runtime
+# user as owner, so a new volume mounted there is writable by it.
 RUN mkdir -p /out/data
 
 FROM gcr.io/distroless/static-debian12:nonroot

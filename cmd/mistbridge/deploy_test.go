@@ -6,6 +6,16 @@ package main
 // bridge's configuration (every MISTBRIDGE_ variable is one variables()
 // knows) and with each other (ports, service names, selectors, binaries).
 //
+// They also hold the deployment to the bridge's two promises about state
+// and shutdown: the data directory (the spool of events answered 200 and
+// not yet delivered) is on storage that outlives the container or pod (a
+// named volume in compose, a StatefulSet volumeClaimTemplate big enough for
+// MISTBRIDGE_SPOOL_MAX_BYTES in Kubernetes), and the time the platform
+// gives a stopping bridge (stop_grace_period, terminationGracePeriodSeconds)
+// covers its preStop pause, MISTBRIDGE_DRAIN_DELAY, MISTBRIDGE_SHUTDOWN_TIMEOUT
+// and the closing of the spool and sinks, read from the files' own values
+// (the bridge's defaults where they set none).
+//
 // TestDeployChecksCatchBreakage proves that each check can fail: it breaks
 // the real files in memory, one mistake at a time, and expects the named
 // problem.
@@ -27,6 +37,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -60,7 +71,13 @@ func TestDeployChecksCatchBreakage(t *testing.T) {
 		{"compose depends_on", "docker-compose.yml", "      nats:\n        condition: service_healthy", "      natz:\n        condition: service_healthy", `"natz", which is not a service`},
 		{"compose unhealthy dependency", "docker-compose.yml", "      test: [\"CMD\", \"wget\"", "      disable: true\n      x: [\"CMD\", \"wget\"", "has no healthcheck"},
 		{"compose undeclared volume", "docker-compose.yml", "  nats-data:\n", "", `named volume "nats-data" is not declared`},
-		{"compose data dir volume", "docker-compose.yml", "      - bridge-data:/data\n", "", "no volume mounted at MISTBRIDGE_DATA_DIR"},
+		{"compose data dir volume", "docker-compose.yml", "      - bridge-data:/data\n", "", "no named volume mounted at MISTBRIDGE_DATA_DIR"},
+		{"compose data dir anonymous volume", "docker-compose.yml", "      - bridge-data:/data\n", "      - /data\n", "MISTBRIDGE_DATA_DIR=/data is an anonymous volume"},
+		{"compose data dir tmpfs", "docker-compose.yml", "      - bridge-data:/data\n", "      - type: tmpfs\n        target: /data\n", "MISTBRIDGE_DATA_DIR=/data is a tmpfs"},
+		{"compose spool dir", "docker-compose.yml", "      MISTBRIDGE_DATA_DIR: /data\n", "      MISTBRIDGE_DATA_DIR: /data\n      MISTBRIDGE_SPOOL_DIR: /tmp/spool\n", "the spool (MISTBRIDGE_SPOOL_DIR=/tmp/spool) is on no volume"},
+		{"compose stop grace period", "docker-compose.yml", "stop_grace_period: 65s", "stop_grace_period: 40s", "stop_grace_period 40s is less than MISTBRIDGE_DRAIN_DELAY 5s + MISTBRIDGE_SHUTDOWN_TIMEOUT 30s"},
+		{"compose stop grace default", "docker-compose.yml", "    stop_grace_period: 65s\n", "", "stop_grace_period 10s (the default) is less than"},
+		{"compose stop grace vs shutdown", "docker-compose.yml", "      MISTBRIDGE_LOG_FORMAT: json\n", "      MISTBRIDGE_LOG_FORMAT: json\n      MISTBRIDGE_SHUTDOWN_TIMEOUT: 60s\n", "MISTBRIDGE_SHUTDOWN_TIMEOUT 1m0s"},
 		{"compose sender binary", "docker-compose.yml", `entrypoint: ["/usr/local/bin/mistsend"]`, `entrypoint: ["/usr/local/bin/mistsender"]`, "/usr/local/bin/mistsender, which the image does not install"},
 		{"compose missing service", "docker-compose.yml", "\n  sender:\n", "\n  replayer:\n", `no "sender" service`},
 		{"kafka advertised listener", "docker-compose.yml", "PLAINTEXT://kafka:9092,HOST", "PLAINTEXT://localhost:9092,HOST", `"kafka" serves no port 9092`},
@@ -86,25 +103,49 @@ func TestDeployChecksCatchBreakage(t *testing.T) {
 		{"dockerfile samples", "Dockerfile", "COPY deploy/samples/ /samples/", "COPY deploy/sample/ /samples/", "deploy/sample"},
 		{"dockerignore excludes sources", ".dockerignore", "deploy/kubernetes\n", "deploy\n", "needs what it excludes: deploy/samples"},
 		{"dockerignore keeps .git", ".dockerignore", ".git\n", "", ".git is not excluded"},
-		{"k8s variable typo", "deploy/kubernetes/deployment.yaml", "name: MISTBRIDGE_SINKS", "name: MISTBRIDGE_SINK", "MISTBRIDGE_SINK is not a variable"},
-		{"k8s secret key", "deploy/kubernetes/deployment.yaml", "key: webhook-secret", "key: webhook_secret", `no key "webhook_secret"`},
-		{"k8s secret name", "deploy/kubernetes/deployment.yaml", "name: mistbridge\n                  key:", "name: mist-bridge\n                  key:", `Secret "mist-bridge"`},
-		{"k8s container port", "deploy/kubernetes/deployment.yaml", "containerPort: 8080", "containerPort: 8081", "no containerPort 8080"},
-		{"k8s listen addr", "deploy/kubernetes/deployment.yaml", "value: \":8080\"", "value: \":9090\"", "no containerPort 9090"},
+		{"k8s variable typo", "deploy/kubernetes/statefulset.yaml", "name: MISTBRIDGE_SINKS", "name: MISTBRIDGE_SINK", "MISTBRIDGE_SINK is not a variable"},
+		{"k8s secret key", "deploy/kubernetes/statefulset.yaml", "key: webhook-secret", "key: webhook_secret", `no key "webhook_secret"`},
+		{"k8s secret name", "deploy/kubernetes/statefulset.yaml", "name: mistbridge\n                  key:", "name: mist-bridge\n                  key:", `Secret "mist-bridge"`},
+		{"k8s container port", "deploy/kubernetes/statefulset.yaml", "containerPort: 8080", "containerPort: 8081", "no containerPort 8080"},
+		{"k8s listen addr", "deploy/kubernetes/statefulset.yaml", "value: \":8080\"", "value: \":9090\"", "no containerPort 9090"},
 		{"k8s service targetPort", "deploy/kubernetes/service.yaml", "targetPort: http", "targetPort: web", `targetPort "web"`},
-		{"k8s liveness path", "deploy/kubernetes/deployment.yaml", "path: /healthz\n              port: http\n            periodSeconds: 10", "path: /health\n              port: http\n            periodSeconds: 10", "livenessProbe GETs /health"},
-		{"k8s readiness path", "deploy/kubernetes/deployment.yaml", "path: /readyz", "path: /healthz", "readinessProbe GETs /healthz"},
-		{"k8s probe port", "deploy/kubernetes/deployment.yaml", "path: /readyz\n              port: http", "path: /readyz\n              port: 9999", "readinessProbe port 9999"},
-		{"k8s selector", "deploy/kubernetes/deployment.yaml", "    matchLabels:\n      app.kubernetes.io/name: mistbridge\n", "    matchLabels:\n      app.kubernetes.io/name: mist-bridge\n", "Deployment selector"},
+		{"k8s liveness path", "deploy/kubernetes/statefulset.yaml", "path: /healthz\n              port: http\n            periodSeconds: 10", "path: /health\n              port: http\n            periodSeconds: 10", "livenessProbe GETs /health"},
+		{"k8s readiness path", "deploy/kubernetes/statefulset.yaml", "path: /readyz", "path: /healthz", "readinessProbe GETs /healthz"},
+		{"k8s probe port", "deploy/kubernetes/statefulset.yaml", "path: /readyz\n              port: http", "path: /readyz\n              port: 9999", "readinessProbe port 9999"},
+		{"k8s selector", "deploy/kubernetes/statefulset.yaml", "    matchLabels:\n      app.kubernetes.io/name: mistbridge\n", "    matchLabels:\n      app.kubernetes.io/name: mist-bridge\n", "StatefulSet selector"},
 		{"k8s service selector", "deploy/kubernetes/service.yaml", "component: webhook-bridge\n  ports", "component: bridge\n  ports", "Service mistbridge selector"},
 		{"k8s pdb selector", "deploy/kubernetes/pdb.yaml", "      app.kubernetes.io/component: webhook-bridge", "      app.kubernetes.io/component: bridge", "PodDisruptionBudget mistbridge selector"},
-		{"k8s hpa target", "deploy/kubernetes/hpa.yaml", "    name: mistbridge\n  minReplicas", "    name: mistbridge-web\n  minReplicas", `scales Deployment "mistbridge-web"`},
+		{"k8s hpa target", "deploy/kubernetes/hpa.yaml", "    name: mistbridge\n  minReplicas", "    name: mistbridge-web\n  minReplicas", `scales StatefulSet "mistbridge-web"`},
 		{"k8s hpa api", "deploy/kubernetes/hpa.yaml", "autoscaling/v2", "autoscaling/v1", "autoscaling/v2"},
 		{"k8s hpa min replicas", "deploy/kubernetes/hpa.yaml", "minReplicas: 2", "minReplicas: 1", "minReplicas"},
-		{"k8s root", "deploy/kubernetes/deployment.yaml", "runAsUser: 65532", "runAsUser: 0", "runAsUser"},
-		{"k8s writable root", "deploy/kubernetes/deployment.yaml", "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false", "readOnlyRootFilesystem"},
-		{"k8s resources", "deploy/kubernetes/deployment.yaml", "              memory: 512Mi\n", "", "limits.memory"},
-		{"k8s data dir", "deploy/kubernetes/deployment.yaml", "mountPath: /data", "mountPath: /var/data", "no volume mounted at MISTBRIDGE_DATA_DIR"},
+		{"k8s root", "deploy/kubernetes/statefulset.yaml", "runAsUser: 65532", "runAsUser: 0", "runAsUser"},
+		{"k8s writable root", "deploy/kubernetes/statefulset.yaml", "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false", "readOnlyRootFilesystem"},
+		{"k8s resources", "deploy/kubernetes/statefulset.yaml", "              memory: 512Mi\n", "", "limits.memory"},
+		{"k8s data dir", "deploy/kubernetes/statefulset.yaml", "mountPath: /data", "mountPath: /var/data", "no volume mounted at MISTBRIDGE_DATA_DIR"},
+		{"k8s kind", "deploy/kubernetes/statefulset.yaml", "kind: StatefulSet\n", "kind: Deployment\n", "want one StatefulSet, found 0"},
+		{"k8s leftover deployment", "deploy/kubernetes/statefulset.yaml", "            storage: 2Gi\n", "            storage: 2Gi\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: mistbridge\n", "1 Deployment(s) besides the StatefulSet"},
+		{"k8s hpa kind", "deploy/kubernetes/hpa.yaml", "kind: StatefulSet", "kind: Deployment", `scales Deployment "mistbridge"`},
+		{"k8s replicas", "deploy/kubernetes/statefulset.yaml", "  revisionHistoryLimit: 5\n", "  replicas: 3\n  revisionHistoryLimit: 5\n", "sets spec.replicas 3"},
+		{"k8s headless service", "deploy/kubernetes/statefulset.yaml", "serviceName: mistbridge-headless", "serviceName: mistbridge", "want a headless Service"},
+		{"k8s no serviceName", "deploy/kubernetes/statefulset.yaml", "  serviceName: mistbridge-headless\n", "", "no spec.serviceName"},
+		{"k8s headless selector", "deploy/kubernetes/headless-service.yaml", "component: webhook-bridge\n  ports", "component: bridge\n  ports", "Service mistbridge-headless selector"},
+		{"k8s headless port", "deploy/kubernetes/headless-service.yaml", "targetPort: http", "targetPort: 8081", `Service mistbridge-headless targetPort "8081"`},
+		{"k8s pod management", "deploy/kubernetes/statefulset.yaml", "podManagementPolicy: Parallel", "podManagementPolicy: OrderedReady", "podManagementPolicy"},
+		{"k8s update strategy", "deploy/kubernetes/statefulset.yaml", "    type: RollingUpdate\n    rollingUpdate:\n      partition: 0\n", "    type: OnDelete\n", "updateStrategy OnDelete"},
+		{"k8s update max unavailable", "deploy/kubernetes/statefulset.yaml", "      partition: 0\n", "      partition: 0\n      maxUnavailable: 3\n", "maxUnavailable 3"},
+		{"k8s claim retention", "deploy/kubernetes/statefulset.yaml", "    whenScaled: Retain", "    whenScaled: Delete", "persistentVolumeClaimRetentionPolicy.whenScaled Delete"},
+		{"k8s no preStop", "deploy/kubernetes/statefulset.yaml", "            preStop:\n              sleep:\n                seconds: 5\n", "", "no lifecycle.preStop"},
+		{"k8s preStop exec sleep", "deploy/kubernetes/statefulset.yaml", "              sleep:\n                seconds: 5\n", "              exec:\n                command: [\"sleep\", \"5\"]\n", "lifecycle.preStop runs sleep, which the image does not install"},
+		{"k8s grace period", "deploy/kubernetes/statefulset.yaml", "terminationGracePeriodSeconds: 70", "terminationGracePeriodSeconds: 45", "terminationGracePeriodSeconds 45 is less than"},
+		{"k8s grace default", "deploy/kubernetes/statefulset.yaml", "      terminationGracePeriodSeconds: 70\n", "", "terminationGracePeriodSeconds 30 (the default) is less than"},
+		{"k8s grace vs preStop", "deploy/kubernetes/statefulset.yaml", "                seconds: 5\n", "                seconds: 20\n", "preStop 20s"},
+		{"k8s grace vs drain delay", "deploy/kubernetes/statefulset.yaml", "name: MISTBRIDGE_DRAIN_DELAY\n              value: 5s", "name: MISTBRIDGE_DRAIN_DELAY\n              value: 20s", "MISTBRIDGE_DRAIN_DELAY 20s"},
+		{"k8s bad duration", "deploy/kubernetes/statefulset.yaml", "name: MISTBRIDGE_SHUTDOWN_TIMEOUT\n              value: 30s", "name: MISTBRIDGE_SHUTDOWN_TIMEOUT\n              value: thirty", `MISTBRIDGE_SHUTDOWN_TIMEOUT="thirty" is not a duration`},
+		{"k8s data dir emptyDir", "deploy/kubernetes/statefulset.yaml", "          volumeMounts:\n            - name: data\n              mountPath: /data\n", "          volumeMounts:\n            - name: scratch\n              mountPath: /data\n      volumes:\n        - name: scratch\n          emptyDir: {}\n", `is on volume "scratch", a pod emptyDir`},
+		{"k8s claim renamed", "deploy/kubernetes/statefulset.yaml", "    - metadata:\n        name: data\n", "    - metadata:\n        name: spool\n", "volumeMount data names no volume"},
+		{"k8s spool dir", "deploy/kubernetes/statefulset.yaml", "            - name: MISTBRIDGE_ACK_MODE\n", "            - name: MISTBRIDGE_SPOOL_DIR\n              value: /tmp/spool\n            - name: MISTBRIDGE_ACK_MODE\n", "the spool (MISTBRIDGE_SPOOL_DIR=/tmp/spool) is on no mounted volume"},
+		{"k8s claim size", "deploy/kubernetes/statefulset.yaml", "storage: 2Gi", "storage: 1Gi", `requests storage "1Gi"`},
+		{"k8s claim size vs spool", "deploy/kubernetes/statefulset.yaml", "value: \"1073741824\"", "value: \"4294967296\"", "MISTBRIDGE_SPOOL_MAX_BYTES=4294967296"},
 		{"kustomization missing file", "deploy/kubernetes/kustomization.yaml", "  - pdb.yaml\n", "  - pdb.yaml\n  - ingress.yaml\n", "ingress.yaml"},
 		{"kustomization unlisted manifest", "deploy/kubernetes/kustomization.yaml", "  - hpa.yaml\n", "", "hpa.yaml is not listed"},
 	} {
@@ -219,6 +260,7 @@ type dockerImage struct {
 	env         map[string]string
 	entrypoint  []string
 	healthcheck bool
+	shell       bool // the base has a shell and coreutils (not distroless, not scratch)
 	user        string
 	uid         int // -1 when not numeric
 	expose      []string
@@ -421,6 +463,7 @@ func (c *deployCheck) checkDockerfile() {
 	if !strings.Contains(final.base, "distroless") && final.base != "scratch" && !strings.Contains(final.base, "alpine") {
 		c.errorf("Dockerfile: the final stage is FROM %s: want a small base (distroless static, scratch)", final.base)
 	}
+	img.shell = !strings.Contains(final.base, "distroless") && final.base != "scratch"
 	for _, in := range final.instrs {
 		where := fmt.Sprintf("Dockerfile:%d", in.line)
 		switch in.cmd {
@@ -718,8 +761,9 @@ func (p *composePort) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// composeVolume is a mount, short ("name:/path:ro") or long syntax.
-type composeVolume struct{ source, target string }
+// composeVolume is a mount, short ("name:/path:ro") or long syntax; typ
+// is the long syntax's type (volume, bind, tmpfs), "" for the short one.
+type composeVolume struct{ source, target, typ string }
 
 func (v *composeVolume) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind == yaml.ScalarNode {
@@ -731,11 +775,11 @@ func (v *composeVolume) UnmarshalYAML(n *yaml.Node) error {
 		}
 		return nil
 	}
-	var l struct{ Source, Target string }
+	var l struct{ Type, Source, Target string }
 	if err := n.Decode(&l); err != nil {
 		return err
 	}
-	v.source, v.target = l.Source, l.Target
+	v.source, v.target, v.typ = l.Source, l.Target, l.Type
 	return nil
 }
 
@@ -749,11 +793,15 @@ type composeService struct {
 	Ports       []composePort
 	Expose      []any
 	Volumes     []composeVolume
+	Tmpfs       composeStrList
 	DependsOn   composeDependsOn `yaml:"depends_on"`
 	Healthcheck *struct {
 		Test    composeStrList
 		Disable bool
 	}
+	// StopGracePeriod is how long `docker compose stop` waits after
+	// SIGTERM before SIGKILL (10s when unset).
+	StopGracePeriod string `yaml:"stop_grace_period"`
 }
 
 type composeFile struct {
@@ -889,13 +937,52 @@ func (c *deployCheck) checkCompose() {
 		if !published {
 			c.errorf("%s: listens on %s (MISTBRIDGE_LISTEN_ADDR) but publishes no container port %s", where, listen, listen)
 		}
+		// The data directory, and the spool in it, on a volume that outlives
+		// the container: a named volume (or a bind mount), not an anonymous
+		// volume or a tmpfs.
 		dataDir := c.value(env, "MISTBRIDGE_DATA_DIR")
-		mounted := false
+		mounts := map[string]composeVolume{}
 		for _, v := range s.Volumes {
-			mounted = mounted || path.Clean(v.target) == path.Clean(dataDir) && v.source != ""
+			mounts[path.Clean(v.target)] = v
 		}
-		if !mounted {
-			c.errorf("%s: no volume mounted at MISTBRIDGE_DATA_DIR=%s", where, dataDir)
+		for _, t := range s.Tmpfs {
+			target, _, _ := strings.Cut(t, ":")
+			mounts[path.Clean(target)] = composeVolume{target: target, typ: "tmpfs"}
+		}
+		durable := func(v composeVolume) string {
+			switch {
+			case v.typ == "tmpfs":
+				return "a tmpfs"
+			case v.source == "":
+				return "an anonymous volume"
+			}
+			return ""
+		}
+		if v, ok := mounts[path.Clean(dataDir)]; !ok {
+			c.errorf("%s: no named volume mounted at MISTBRIDGE_DATA_DIR=%s: the spool must outlive the container", where, dataDir)
+		} else if what := durable(v); what != "" {
+			c.errorf("%s: MISTBRIDGE_DATA_DIR=%s is %s: the spool must outlive the container: mount a named volume there", where, dataDir, what)
+		}
+		spoolDir, spoolWhat := deploySpoolDir(env, dataDir)
+		if mp, ok := deployMountOf(mounts, spoolDir); !ok {
+			c.errorf("%s: the spool (%s) is on no volume: it would be lost with the container", where, spoolWhat)
+		} else if what := durable(mounts[mp]); what != "" && mp != path.Clean(dataDir) {
+			c.errorf("%s: the spool (%s) is on %s at %s: want a named volume", where, spoolWhat, what, mp)
+		}
+		// docker compose stop waits stop_grace_period after SIGTERM, then kills.
+		grace, note := 10*time.Second, " (the default)"
+		if s.StopGracePeriod != "" {
+			d, err := time.ParseDuration(s.StopGracePeriod)
+			if err != nil {
+				c.errorf("%s: stop_grace_period %q is not a duration", where, s.StopGracePeriod)
+			}
+			grace, note = d, ""
+		}
+		drain := c.duration(where, env, "MISTBRIDGE_DRAIN_DELAY")
+		shutdown := c.duration(where, env, "MISTBRIDGE_SHUTDOWN_TIMEOUT")
+		if need := drain + shutdown + deployCloseBudget; grace < need {
+			c.errorf("%s: stop_grace_period %v%s is less than MISTBRIDGE_DRAIN_DELAY %v + MISTBRIDGE_SHUTDOWN_TIMEOUT %v + closing the spool and sinks %v = %v: docker would kill the bridge before it answered every request in flight",
+				where, grace, note, drain, shutdown, deployCloseBudget, need)
 		}
 	}
 	if services["mistbridge"] != nil && bridges["mistbridge"] == nil {
@@ -1271,22 +1358,73 @@ func (c *deployCheck) checkKubernetes() {
 	for _, o := range objs {
 		byKind[o.kind()] = append(byKind[o.kind()], o)
 	}
-	for _, kind := range []string{"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Secret"} {
+	// A Deployment left beside the StatefulSet would run a second set of pods
+	// with the same labels, each with a data directory that dies with it.
+	if n := len(byKind["Deployment"]); n > 0 {
+		c.errorf("%s: %d Deployment(s) besides the StatefulSet: the bridge keeps its spool on a volumeClaimTemplate, so it runs as a StatefulSet only", dir, n)
+	}
+	for _, kind := range []string{"StatefulSet", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Secret"} {
 		if len(byKind[kind]) != 1 {
 			c.errorf("%s: want one %s, found %d", dir, kind, len(byKind[kind]))
 			return
 		}
 	}
-	dep := byKind["Deployment"][0]
-	where := fmt.Sprintf("%s Deployment %s", dep.file, dep.name())
-	podLabels := k8sLabels(k8sDig(dep.obj, "spec", "template", "metadata", "labels"))
-	if sel := k8sLabels(k8sDig(dep.obj, "spec", "selector", "matchLabels")); !k8sSelects(sel, podLabels) {
-		c.errorf("%s: Deployment selector %v does not match its pod labels %v", where, sel, podLabels)
+	sts := byKind["StatefulSet"][0]
+	where := fmt.Sprintf("%s StatefulSet %s", sts.file, sts.name())
+	podLabels := k8sLabels(k8sDig(sts.obj, "spec", "template", "metadata", "labels"))
+	if sel := k8sLabels(k8sDig(sts.obj, "spec", "selector", "matchLabels")); !k8sSelects(sel, podLabels) {
+		c.errorf("%s: StatefulSet selector %v does not match its pod labels %v", where, sel, podLabels)
 	}
-	svc := byKind["Service"][0]
-	if sel := k8sLabels(k8sDig(svc.obj, "spec", "selector")); !k8sSelects(sel, podLabels) {
-		c.errorf("%s: Service %s selector %v does not match the pod labels %v", svc.file, svc.name(), sel, podLabels)
+	// Services: one with a cluster IP for webhook traffic, and the headless
+	// one that governs the StatefulSet (spec.serviceName: pod identities).
+	var traffic int
+	for _, svc := range byKind["Service"] {
+		if sel := k8sLabels(k8sDig(svc.obj, "spec", "selector")); !k8sSelects(sel, podLabels) {
+			c.errorf("%s: Service %s selector %v does not match the pod labels %v", svc.file, svc.name(), sel, podLabels)
+		}
+		if k8sStr(k8sDig(svc.obj, "spec", "clusterIP")) != "None" {
+			traffic++
+		}
 	}
+	if traffic != 1 {
+		c.errorf("%s: want one Service with a cluster IP for the webhook traffic, found %d", dir, traffic)
+	}
+	governing := k8sStr(k8sDig(sts.obj, "spec", "serviceName"))
+	var headless map[string]any
+	for _, svc := range byKind["Service"] {
+		if svc.name() == governing {
+			headless = svc.obj
+		}
+	}
+	switch {
+	case governing == "":
+		c.errorf("%s: no spec.serviceName: want the headless Service that gives each pod its identity", where)
+	case headless == nil:
+		c.errorf("%s: serviceName %q: no Service of that name here (want a headless Service, clusterIP: None)", where, governing)
+	case k8sStr(k8sDig(headless, "spec", "clusterIP")) != "None":
+		c.errorf("%s: serviceName %q names a Service with a cluster IP: want a headless Service (clusterIP: None) to govern the StatefulSet", where, governing)
+	}
+	// How the StatefulSet scales, updates and keeps its claims.
+	if r := k8sDig(sts.obj, "spec", "replicas"); r != nil {
+		c.errorf("%s: sets spec.replicas %v: the HorizontalPodAutoscaler owns the count, and every apply would reset it", where, r)
+	}
+	if p := k8sStr(k8sDig(sts.obj, "spec", "podManagementPolicy")); p != "Parallel" {
+		c.errorf("%s: podManagementPolicy %q: want Parallel (the replicas are interchangeable for traffic; OrderedReady adds and removes them one by one)", where, p)
+	}
+	us := k8sDig(sts.obj, "spec", "updateStrategy")
+	if t := k8sStr(k8sDig(us, "type")); t != "" && t != "RollingUpdate" {
+		c.errorf("%s: updateStrategy %s: want RollingUpdate, one pod at a time (OnDelete never replaces a running pod)", where, t)
+	}
+	if mu := k8sDig(us, "rollingUpdate", "maxUnavailable"); mu != nil && k8sStr(mu) != "1" {
+		c.errorf("%s: updateStrategy maxUnavailable %v: want one pod at a time", where, mu)
+	}
+	for _, when := range []string{"whenScaled", "whenDeleted"} {
+		if p := k8sStr(k8sDig(sts.obj, "spec", "persistentVolumeClaimRetentionPolicy", when)); p != "" && p != "Retain" {
+			c.errorf("%s: persistentVolumeClaimRetentionPolicy.%s %s: want Retain: a claim may hold spooled events answered 200 and not delivered yet", where, when, p)
+		}
+	}
+
+	svc := byKind["Service"]
 	pdb := byKind["PodDisruptionBudget"][0]
 	if sel := k8sLabels(k8sDig(pdb.obj, "spec", "selector", "matchLabels")); !k8sSelects(sel, podLabels) {
 		c.errorf("%s: PodDisruptionBudget %s selector %v does not match the pod labels %v", pdb.file, pdb.name(), sel, podLabels)
@@ -1297,8 +1435,8 @@ func (c *deployCheck) checkKubernetes() {
 		c.errorf("%s: apiVersion %s: want autoscaling/v2", hw, api)
 	}
 	ref := k8sDig(hpa.obj, "spec", "scaleTargetRef")
-	if k8sStr(k8sDig(ref, "kind")) != "Deployment" || k8sStr(k8sDig(ref, "name")) != dep.name() || k8sStr(k8sDig(ref, "apiVersion")) != "apps/v1" {
-		c.errorf("%s: scales %s %q (%s): want apps/v1 Deployment %q", hw, k8sStr(k8sDig(ref, "kind")), k8sStr(k8sDig(ref, "name")), k8sStr(k8sDig(ref, "apiVersion")), dep.name())
+	if k8sStr(k8sDig(ref, "kind")) != "StatefulSet" || k8sStr(k8sDig(ref, "name")) != sts.name() || k8sStr(k8sDig(ref, "apiVersion")) != "apps/v1" {
+		c.errorf("%s: scales %s %q (%s): want apps/v1 StatefulSet %q", hw, k8sStr(k8sDig(ref, "kind")), k8sStr(k8sDig(ref, "name")), k8sStr(k8sDig(ref, "apiVersion")), sts.name())
 	}
 	cpu := false
 	for _, m := range k8sList(k8sDig(hpa.obj, "spec", "metrics")) {
@@ -1313,7 +1451,7 @@ func (c *deployCheck) checkKubernetes() {
 	}
 
 	// The bridge container.
-	pod := k8sDig(dep.obj, "spec", "template", "spec")
+	pod := k8sDig(sts.obj, "spec", "template", "spec")
 	var ctr any
 	for _, x := range k8sList(k8sDig(pod, "containers")) {
 		if k8sStr(k8sDig(x, "name")) == "mistbridge" {
@@ -1390,13 +1528,15 @@ func (c *deployCheck) checkKubernetes() {
 		}
 		return k8sStr(p)
 	}
-	for _, p := range k8sList(k8sDig(svc.obj, "spec", "ports")) {
-		tp := k8sDig(p, "targetPort")
-		if tp == nil {
-			tp = k8sDig(p, "port")
-		}
-		if got := resolve(tp); got != listen {
-			c.errorf("%s: Service %s targetPort %q reaches container port %q: want %s", svc.file, svc.name(), k8sStr(tp), got, listen)
+	for _, s := range svc {
+		for _, p := range k8sList(k8sDig(s.obj, "spec", "ports")) {
+			tp := k8sDig(p, "targetPort")
+			if tp == nil {
+				tp = k8sDig(p, "port")
+			}
+			if got := resolve(tp); got != listen {
+				c.errorf("%s: Service %s targetPort %q reaches container port %q: want %s", s.file, s.name(), k8sStr(tp), got, listen)
+			}
 		}
 	}
 	for _, pr := range []struct{ name, path string }{
@@ -1416,6 +1556,45 @@ func (c *deployCheck) checkKubernetes() {
 		if p := resolve(k8sDig(get, "port")); p != listen {
 			c.errorf("%s: %s port %s reaches container port %q: want %s", where, pr.name, k8sStr(k8sDig(get, "port")), p, listen)
 		}
+	}
+	// Termination: a preStop pause lets load balancers forget the pod before
+	// SIGTERM; the grace period covers the pause and the whole shutdown.
+	var pause time.Duration
+	preStop := k8sDig(ctr, "lifecycle", "preStop")
+	switch {
+	case preStop == nil:
+		c.errorf("%s: no lifecycle.preStop: SIGTERM would arrive while load balancers still send to the pod (want preStop: {sleep: {seconds: N}})", where)
+	case k8sDig(preStop, "sleep") != nil:
+		s, ok := k8sDig(preStop, "sleep", "seconds").(int)
+		if !ok || s <= 0 {
+			c.errorf("%s: lifecycle.preStop.sleep.seconds %v: want a few seconds", where, k8sDig(preStop, "sleep", "seconds"))
+		}
+		pause = time.Duration(s) * time.Second
+	case k8sDig(preStop, "exec") != nil:
+		cmd := k8sList(k8sDig(preStop, "exec", "command"))
+		if len(cmd) == 0 {
+			c.errorf("%s: lifecycle.preStop.exec has no command", where)
+			break
+		}
+		if c.image.parsed && !c.image.shell {
+			// distroless or scratch: only what the Dockerfile installs exists.
+			c.needFile(&c.image, where+" lifecycle.preStop", k8sStr(cmd[0]), "")
+		}
+		if len(cmd) >= 2 && path.Base(k8sStr(cmd[0])) == "sleep" {
+			if n, err := strconv.Atoi(k8sStr(cmd[1])); err == nil {
+				pause = time.Duration(n) * time.Second
+			}
+		}
+	}
+	grace, graceNote := 30, " (the default)"
+	if g, ok := k8sDig(pod, "terminationGracePeriodSeconds").(int); ok {
+		grace, graceNote = g, ""
+	}
+	drain := c.duration(where, env, "MISTBRIDGE_DRAIN_DELAY")
+	shutdown := c.duration(where, env, "MISTBRIDGE_SHUTDOWN_TIMEOUT")
+	if need := pause + drain + shutdown + deployCloseBudget; time.Duration(grace)*time.Second < need {
+		c.errorf("%s: terminationGracePeriodSeconds %d%s is less than preStop %v + MISTBRIDGE_DRAIN_DELAY %v + MISTBRIDGE_SHUTDOWN_TIMEOUT %v + closing the spool and sinks %v = %v: the kubelet would kill the bridge before it answered every request in flight",
+			where, grace, graceNote, pause, drain, shutdown, deployCloseBudget, need)
 	}
 	// Security.
 	sc := func(key string) any {
@@ -1446,23 +1625,135 @@ func (c *deployCheck) checkKubernetes() {
 			c.errorf("%s: no resources %s", where, r)
 		}
 	}
-	// The data directory is a mounted volume (the root filesystem is read-only).
+	// The data directory, and the spool in it, are on a volumeClaimTemplate:
+	// the spool holds events answered 200 and not delivered yet, so it must
+	// outlive the pod and come back to the same pod identity.
 	dataDir := env["MISTBRIDGE_DATA_DIR"]
 	if dataDir == "" {
 		dataDir = c.value(c.image.env, "MISTBRIDGE_DATA_DIR")
 	}
-	volumes := map[string]bool{}
+	const claim = "volumeClaimTemplate"
+	volumes := map[string]string{} // name -> what backs it (emptyDir, ..., volumeClaimTemplate)
 	for _, v := range k8sList(k8sDig(pod, "volumes")) {
-		volumes[k8sStr(k8sDig(v, "name"))] = true
-	}
-	mounted := false
-	for _, m := range k8sList(k8sDig(ctr, "volumeMounts")) {
-		if !volumes[k8sStr(k8sDig(m, "name"))] {
-			c.errorf("%s: volumeMount %s names no volume of the pod", where, k8sStr(k8sDig(m, "name")))
+		kind := "volume"
+		for k := range k8sLabels(v) {
+			if k != "name" {
+				kind = k
+			}
 		}
-		mounted = mounted || path.Clean(k8sStr(k8sDig(m, "mountPath"))) == path.Clean(dataDir)
+		volumes[k8sStr(k8sDig(v, "name"))] = kind
 	}
-	if !mounted {
+	claims := map[string]any{}
+	for _, t := range k8sList(k8sDig(sts.obj, "spec", "volumeClaimTemplates")) {
+		name := k8sStr(k8sDig(t, "metadata", "name"))
+		if _, dup := volumes[name]; dup {
+			c.errorf("%s: pod volume %q has the name of a volumeClaimTemplate: keep one", where, name)
+		}
+		claims[name] = t
+		volumes[name] = claim
+	}
+	mounts := map[string]string{} // clean mountPath -> volume name
+	for _, m := range k8sList(k8sDig(ctr, "volumeMounts")) {
+		name := k8sStr(k8sDig(m, "name"))
+		if _, ok := volumes[name]; !ok {
+			c.errorf("%s: volumeMount %s names no volume of the pod and no volumeClaimTemplate", where, name)
+		}
+		mounts[path.Clean(k8sStr(k8sDig(m, "mountPath")))] = name
+	}
+	if vol, ok := mounts[path.Clean(dataDir)]; !ok {
 		c.errorf("%s: no volume mounted at MISTBRIDGE_DATA_DIR=%s", where, dataDir)
+	} else if kind := volumes[vol]; kind != "" && kind != claim {
+		c.errorf("%s: MISTBRIDGE_DATA_DIR=%s is on volume %q, a pod %s: the spool must outlive the pod: mount a volumeClaimTemplate there", where, dataDir, vol, kind)
 	}
+	spoolDir, spoolWhat := deploySpoolDir(env, dataDir)
+	mp, ok := deployMountOf(mounts, spoolDir)
+	switch {
+	case !ok:
+		c.errorf("%s: the spool (%s) is on no mounted volume", where, spoolWhat)
+	case volumes[mounts[mp]] != claim:
+		if mp != path.Clean(dataDir) { // else reported above
+			c.errorf("%s: the spool (%s) is on volume %q, a pod %s: want a volumeClaimTemplate", where, spoolWhat, mounts[mp], volumes[mounts[mp]])
+		}
+	default:
+		// The claim holding the spool is larger than the spool's bound.
+		raw := c.value(env, "MISTBRIDGE_SPOOL_MAX_BYTES")
+		maxBytes, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil {
+			c.errorf("%s: MISTBRIDGE_SPOOL_MAX_BYTES=%q is not a whole number of bytes", where, raw)
+			break
+		}
+		t := claims[mounts[mp]]
+		storage := k8sStr(k8sDig(t, "spec", "resources", "requests", "storage"))
+		size, ok := k8sQuantity(storage)
+		if want := maxBytes + maxBytes/10; !ok || size < want {
+			c.errorf("%s: volumeClaimTemplate %s requests storage %q: want at least MISTBRIDGE_SPOOL_MAX_BYTES=%d plus 10%% (%d bytes) for the filesystem and the receivers database, more with the embedded NATS store",
+				where, mounts[mp], storage, maxBytes, want)
+		}
+	}
+}
+
+// deployCloseBudget is how long the bridge may take after
+// MISTBRIDGE_SHUTDOWN_TIMEOUT: cmd/mistbridge/main.go closes the spool, then
+// the sinks, each with its own 10-second context. Keep it in step with main.go.
+const deployCloseBudget = 20 * time.Second
+
+// duration is a duration variable's value in env (its default when unset, or
+// set from a Secret), or 0 with a problem.
+func (c *deployCheck) duration(where string, env map[string]string, key string) time.Duration {
+	s := env[key]
+	if s == "" {
+		s = c.value(nil, key)
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		c.errorf("%s: %s=%q is not a duration: the bridge would not start", where, key, s)
+		return 0
+	}
+	return d
+}
+
+// deploySpoolDir is where the bridge keeps its spool, and how to name it in
+// a problem: MISTBRIDGE_SPOOL_DIR, else <MISTBRIDGE_DATA_DIR>/spool.
+func deploySpoolDir(env map[string]string, dataDir string) (dir, what string) {
+	if d := env["MISTBRIDGE_SPOOL_DIR"]; d != "" {
+		return d, "MISTBRIDGE_SPOOL_DIR=" + d
+	}
+	dir = path.Join(dataDir, "spool")
+	return dir, dir + ", under MISTBRIDGE_DATA_DIR"
+}
+
+// deployMountOf is the mount point (a key of mounts, clean) that holds p:
+// p itself or its nearest parent.
+func deployMountOf[V any](mounts map[string]V, p string) (string, bool) {
+	if !path.IsAbs(p) {
+		return "", false
+	}
+	for p = path.Clean(p); ; p = path.Dir(p) {
+		if _, ok := mounts[p]; ok {
+			return p, true
+		}
+		if p == "/" {
+			return "", false
+		}
+	}
+}
+
+// k8sQuantity reads a Kubernetes storage quantity ("2Gi", "500M",
+// "1073741824") in bytes.
+func k8sQuantity(s string) (int64, bool) {
+	units := map[string]float64{
+		"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "Pi": 1 << 50, "Ei": 1 << 60,
+		"k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+	}
+	num, mult := s, 1.0
+	for u, m := range units {
+		if n, ok := strings.CutSuffix(s, u); ok && len(n) < len(num) {
+			num, mult = n, m
+		}
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f < 0 || s == "" {
+		return 0, false
+	}
+	return int64(f * mult), true
 }
