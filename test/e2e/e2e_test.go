@@ -1619,32 +1619,37 @@ func requireBrokerControl(t *testing.T, name string) {
 	}
 }
 
-// TestKafkaRestart: Kafka goes down and comes back while a sender posts.
+// outage is how long each broker is down in the restart tests: long
+// enough that a bridge without a spool would have refused most of it.
+const outage = 30 * time.Second
+
+// TestKafkaRestart: Kafka is down for 30s while a sender that never
+// retries posts. With the spool (MISTBRIDGE_ACK_MODE=hybrid, the default)
+// every request is answered 200 and every event arrives.
 func TestKafkaRestart(t *testing.T) {
 	requireSetup(t)
 	requireBrokerControl(t, "kafka")
-	restartScenario(t, "kafka-restart", func(t *testing.T, b *bridge) {
+	restartScenario(t, "kafka-restart", true, func(t *testing.T, b *bridge) {
 		if err := brokers("stop-kafka"); err != nil {
 			t.Fatalf("stop kafka: %v", err)
 		}
-		time.Sleep(5 * time.Second)
+		time.Sleep(outage) // the outage itself: nothing to wait for
 		if err := brokers("start-kafka"); err != nil {
 			t.Fatalf("start kafka: %v", err)
 		}
 	})
 }
 
-// TestNATSRestart: nats-server goes down and comes back while a sender posts.
+// TestNATSRestart: nats-server is down for 30s while a sender posts; as
+// for Kafka, every request is answered 200 and every event arrives.
 func TestNATSRestart(t *testing.T) {
 	requireSetup(t)
 	requireBrokerControl(t, "nats")
-	restartScenario(t, "nats-restart", func(t *testing.T, b *bridge) {
+	restartScenario(t, "nats-restart", true, func(t *testing.T, b *bridge) {
 		if err := brokers("stop-nats"); err != nil {
 			t.Fatalf("stop nats: %v", err)
 		}
-		// Longer than the bridge's default delivery timeout (10s): requests
-		// must end in an error or a spool, not wait it out.
-		time.Sleep(12 * time.Second)
+		time.Sleep(outage)
 		if err := brokers("start-nats"); err != nil {
 			t.Fatalf("start nats: %v", err)
 		}
@@ -1655,14 +1660,78 @@ func TestNATSRestart(t *testing.T) {
 // on the same data dir and address; what it answered 200 must survive.
 func TestBridgeSIGKILL(t *testing.T) {
 	requireSetup(t)
-	restartScenario(t, "bridge-sigkill", func(t *testing.T, b *bridge) {
+	restartScenario(t, "bridge-sigkill", false, func(t *testing.T, b *bridge) {
 		b.kill(t)
-		time.Sleep(time.Second)
 		b.start(t)
 	})
 }
 
-func restartScenario(t *testing.T, name string, disrupt func(*testing.T, *bridge)) {
+// TestSpoolSurvivesSIGKILL: nats-server is down, so the bridge spools the
+// NATS copies of what it answers 200; it is then killed with SIGKILL and
+// started again while NATS is still down, and NATS comes back: every
+// spooled event arrives.
+func TestSpoolSurvivesSIGKILL(t *testing.T) {
+	requireSetup(t)
+	requireBrokerControl(t, "nats")
+	b := newBridge(t, "spool-sigkill")
+	b.start(t)
+	sy := newSynth("spool-sigkill")
+	if err := brokers("stop-nats"); err != nil {
+		t.Fatalf("stop nats: %v", err)
+	}
+	natsUp := false
+	defer func() {
+		if !natsUp {
+			_ = brokers("start-nats")
+		}
+	}()
+	s := startSender(sy, b, 2, 5, 50*time.Millisecond, 6000)
+	s.waitOK(t, 30, 60*time.Second)
+	outs := s.finish()
+	out, err := exec.Command(suite.bin, "spool", "status", "--json", "--data-dir", b.dataDir).Output()
+	if err != nil {
+		t.Fatalf("mistbridge spool status: %v", err)
+	}
+	var st struct {
+		Sinks []struct {
+			Sink   string `json:"sink"`
+			Events int64  `json:"events"`
+		} `json:"sinks"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Fatalf("spool status --json: %v: %s", err, out)
+	}
+	var spooled int64
+	for _, sk := range st.Sinks {
+		if sk.Sink == "nats" {
+			spooled = sk.Events
+		}
+	}
+	t.Logf("spool-sigkill: %d requests answered, %d NATS events spooled before SIGKILL", len(outs), spooled)
+	if spooled == 0 {
+		t.Fatalf("nothing spooled for NATS while it was down: %s", out)
+	}
+	b.kill(t)
+	b.start(t) // NATS still down: the spool keeps the bridge ready
+	if err := brokers("start-nats"); err != nil {
+		t.Fatalf("start nats: %v", err)
+	}
+	natsUp = true
+	for _, o := range outs {
+		if o.res.status != http.StatusOK {
+			t.Errorf("a request was answered %s while NATS was down, want 200 (spooled)", o.res)
+			break
+		}
+	}
+	checkPromises(t, sy, outs)
+}
+
+// restartScenario runs a steady sender (2 workers, 5 events a request, a
+// request every 50ms each) across disrupt. With all200 every request must
+// be answered 200 (the bridge stayed up and spooled what a broker could
+// not take); without, only the promise is checked: every event answered
+// 200 arrives.
+func restartScenario(t *testing.T, name string, all200 bool, disrupt func(*testing.T, *bridge)) {
 	b := newBridge(t, name)
 	b.start(t)
 	sy := newSynth(name)
@@ -1698,5 +1767,18 @@ func restartScenario(t *testing.T, name string, disrupt func(*testing.T, *bridge
 		}
 	}
 	t.Logf("%s: requests sent during the outage: %v, slowest answer %v", name, during, slowest.Round(time.Millisecond))
+	// An upper bound of the spool's drain: the outage's backlog is at the
+	// brokers by the time every promised event has been read back.
+	defer func() {
+		t.Logf("%s: every promised event read back %v after the disruption ended", name, time.Since(up).Round(time.Millisecond))
+	}()
+	if all200 {
+		for _, o := range outs {
+			if o.res.status != http.StatusOK {
+				t.Errorf("%s: a request at %s was answered %s, want every request 200 while the bridge is up", name, o.at.Format("15:04:05.000"), o.res)
+				break
+			}
+		}
+	}
 	checkPromises(t, sy, outs)
 }
