@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make run` and `make test`.
 GO ?= go
 
-.PHONY: run test race e2e bench load fuzz vet lint build docker
+.PHONY: run test race e2e bench bench-macro load fuzz vet lint build docker
 
 run: ## Run the bridge on its embedded NATS default (secret for local tries only).
 	MISTBRIDGE_WEBHOOK_SECRET=$${MISTBRIDGE_WEBHOOK_SECRET:-change-me} $(GO) run ./cmd/mistbridge
@@ -21,8 +21,11 @@ e2e: ## Real Apache Kafka (KRaft, from Maven Central jars) and nats-server proce
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./codec/ ./bridge/... ./sinks/...
 
-load: ## Load figures: bridge vs a read-and-200 handler, embedded NATS and kfake.
-	$(GO) run ./test/load
+bench-macro: ## Ceiling vs the bridge on embedded JetStream, on kfake (3 ack modes), on E2E_KAFKA/E2E_NATS when set; docs/performance.md.
+	$(GO) run ./test/macro
+
+load: ## Load figures: bridge vs a read-and-200 handler, embedded NATS and kfake, plus 10x overload.
+	$(GO) run ./test/macro -targets ceiling,nats,kafka -overload 10
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzSplit -fuzztime 30s ./codec/

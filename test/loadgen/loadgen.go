@@ -1,5 +1,12 @@
 // Package loadgen posts signed, Mist-shaped webhook batches at a bridge and
-// measures what comes back. cmd/mistsend and test/load use it.
+// measures what comes back: cmd/mistsend and test/macro are built on it, and
+// the bridge's tests sign and build their bodies with it.
+//
+// [Run] sends a load: a fixed rate (open loop, latency from each request's
+// scheduled send time, so a stalled server cannot hide its queue) or a
+// closed loop; [Traffic] makes the bodies from the Mist samples, every event
+// unique; [Auth] signs them with the receiver's scheme; [Result] holds the
+// counts and HDR latency histograms.
 package loadgen
 
 import (
@@ -16,11 +23,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // Sign returns the X-Mist-Signature-v2 value of body: HMAC-SHA256, lowercase hex.
@@ -75,57 +78,6 @@ func Samples(dir string) ([]Sample, error) {
 	return out, nil
 }
 
-// Config describes a load run.
-type Config struct {
-	URL    string
-	Secret string
-	// Rate is the target in events per second; 0 sends as fast as
-	// Concurrency allows (closed loop).
-	Rate float64
-	// Batch is the number of events per request. The default is 10.
-	Batch int
-	// Concurrency caps requests in flight. The default is 64. In an open
-	// loop (Rate > 0) a request due while all are busy is counted in
-	// Result.Skipped, so a slow server shows up as missed load, not as
-	// an ever-growing queue in the generator.
-	Concurrency int
-	// Duration of the run.
-	Duration time.Duration
-	// Topic of the batches. The default is "device-events".
-	Topic string
-}
-
-// Result is what a run measured.
-type Result struct {
-	Requests  int
-	Events    int // events in requests answered 200
-	Skipped   int // requests the generator could not start (open loop only)
-	Errors    int // transport errors
-	Codes     map[int]int
-	Latencies []time.Duration // of 200 answers
-	Elapsed   time.Duration
-}
-
-// EventsPerSec is the rate of events answered 200.
-func (r Result) EventsPerSec() float64 { return float64(r.Events) / r.Elapsed.Seconds() }
-
-// Percentile returns the q-th (0..1) latency of 200 answers.
-func (r Result) Percentile(q float64) time.Duration {
-	if len(r.Latencies) == 0 {
-		return 0
-	}
-	s := slices.Clone(r.Latencies)
-	slices.Sort(s)
-	i := int(q * float64(len(s)-1))
-	return s[i]
-}
-
-func (r Result) String() string {
-	return fmt.Sprintf("%.0f events/s  p50 %v  p99 %v  requests %d  codes %v  skipped %d  errors %d",
-		r.EventsPerSec(), r.Percentile(0.50).Round(10*time.Microsecond), r.Percentile(0.99).Round(10*time.Microsecond),
-		r.Requests, r.Codes, r.Skipped, r.Errors)
-}
-
 // template is a device-events event; every generated event gets a unique
 // "seq" so each has its own CloudEvent id.
 const template = `"org_id":"2818e386-8dec-2562-9ede-5b8a0fbbdc71","site_id":"4ac1dcf4-9d8b-7211-65c4-057819f0862b","ap":"5c5b35000001","ap_name":"AP41 Lobby","device_type":"ap","ev_type":"notice","type":"AP_RESTARTED","reason":"power_cycle","text":"AP restarted by power cycle","timestamp":1547235620.89}`
@@ -148,86 +100,6 @@ func Body(topic string, seq, n int) []byte {
 	}
 	b.WriteString("]}")
 	return b.Bytes()
-}
-
-// Run sends load until cfg.Duration passes or ctx is done.
-func Run(ctx context.Context, cfg Config) Result {
-	if cfg.Batch <= 0 {
-		cfg.Batch = 10
-	}
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 64
-	}
-	if cfg.Topic == "" {
-		cfg.Topic = "device-events"
-	}
-	client := &http.Client{
-		Timeout:   30 * time.Second,
-		Transport: &http.Transport{MaxIdleConns: cfg.Concurrency, MaxIdleConnsPerHost: cfg.Concurrency, MaxConnsPerHost: cfg.Concurrency},
-	}
-	defer client.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
-	defer cancel()
-
-	var (
-		mu     sync.Mutex
-		res    = Result{Codes: map[int]int{}}
-		seq    atomic.Int64
-		wg     sync.WaitGroup
-		slots  = make(chan struct{}, cfg.Concurrency)
-		start  = time.Now()
-		record = func(code int, lat time.Duration, err error) {
-			mu.Lock()
-			defer mu.Unlock()
-			res.Requests++
-			if err != nil {
-				res.Errors++
-				return
-			}
-			res.Codes[code]++
-			if code == http.StatusOK {
-				res.Events += cfg.Batch
-				res.Latencies = append(res.Latencies, lat)
-			}
-		}
-	)
-	send := func() {
-		defer wg.Done()
-		defer func() { <-slots }()
-		body := Body(cfg.Topic, int(seq.Add(int64(cfg.Batch))), cfg.Batch)
-		t0 := time.Now()
-		code, _, err := Post(context.WithoutCancel(ctx), client, cfg.URL, cfg.Secret, body)
-		if ctx.Err() != nil && err != nil {
-			return // cut off by the end of the run
-		}
-		record(code, time.Since(t0), err)
-	}
-	if cfg.Rate <= 0 {
-		for ctx.Err() == nil {
-			select {
-			case slots <- struct{}{}:
-				wg.Add(1)
-				go send()
-			case <-ctx.Done():
-			}
-		}
-	} else {
-		lim := rate.NewLimiter(rate.Limit(cfg.Rate/float64(cfg.Batch)), 1)
-		for lim.Wait(ctx) == nil {
-			select {
-			case slots <- struct{}{}:
-				wg.Add(1)
-				go send()
-			default:
-				mu.Lock()
-				res.Skipped++
-				mu.Unlock()
-			}
-		}
-	}
-	res.Elapsed = time.Since(start)
-	wg.Wait()
-	return res
 }
 
 // SamplesDir finds the Mist sample bodies the repository ships in
