@@ -1,6 +1,7 @@
 package bridge_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -150,13 +151,25 @@ type answer struct {
 	code   int
 	header http.Header
 	body   map[string]any
+	err    error // the request got no answer (tryPost)
 }
 
 func post(t testing.TB, url string, body []byte, headers map[string]string) answer {
 	t.Helper()
+	a := tryPost(url, body, headers)
+	if a.err != nil {
+		t.Fatal(a.err)
+	}
+	return a
+}
+
+// tryPost is post for a goroutine other than the test's: it reports a
+// failure in answer.err instead of calling t.Fatal, which must not be
+// called there; the test goroutine checks it with must.
+func tryPost(url string, body []byte, headers map[string]string) answer {
 	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		t.Fatal(err)
+		return answer{err: err}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	for k, v := range headers {
@@ -164,13 +177,22 @@ func post(t testing.TB, url string, body []byte, headers map[string]string) answ
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return answer{err: err}
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	a := answer{code: resp.StatusCode, header: resp.Header}
 	if err := json.Unmarshal(raw, &a.body); err != nil {
-		t.Fatalf("answer %d is not JSON: %q", resp.StatusCode, raw)
+		return answer{err: fmt.Errorf("answer %d is not JSON: %q", resp.StatusCode, raw)}
+	}
+	return a
+}
+
+// must fails the test, in the test goroutine, when a was not answered.
+func must(t testing.TB, a answer) answer {
+	t.Helper()
+	if a.err != nil {
+		t.Fatal(a.err)
 	}
 	return a
 }
@@ -498,7 +520,7 @@ func TestBackpressure(t *testing.T) {
 	first := make(chan answer, 1)
 	go func() {
 		b := loadgen.Body("device-events", 100, 10)
-		first <- post(t, r.url+"/webhooks/mist", b, signed(b))
+		first <- tryPost(r.url+"/webhooks/mist", b, signed(b))
 	}()
 	<-stall.stalled
 	b := loadgen.Body("device-events", 200, 1)
@@ -507,7 +529,7 @@ func TestBackpressure(t *testing.T) {
 		t.Fatalf("full bridge answered %d (Retry-After %q) %v, want 429 with Retry-After 2", a.code, a.header.Get("Retry-After"), a.body)
 	}
 	stall.release()
-	if a := <-first; a.code != 200 {
+	if a := must(t, <-first); a.code != 200 {
 		t.Fatalf("stalled request, once released: %d %v", a.code, a.body)
 	}
 
@@ -516,12 +538,12 @@ func TestBackpressure(t *testing.T) {
 	res := make(chan answer, 1)
 	go func() {
 		b := loadgen.Body("device-events", 300, 5)
-		res <- post(t, r.url+"/webhooks/mist", b, signed(b))
+		res <- tryPost(r.url+"/webhooks/mist", b, signed(b))
 	}()
 	<-stall.stalled
 	stall.drop()    // the broker dies with the request in it...
 	r.kafka.Close() // ...and does not come back
-	a = <-res
+	a = must(t, <-res)
 	if a.code/100 == 2 {
 		t.Fatalf("broker stopped mid-request, yet the answer is %d %v", a.code, a.body)
 	}
@@ -538,7 +560,7 @@ func TestBackpressure(t *testing.T) {
 	full := make(chan answer, 1)
 	go func() {
 		b := loadgen.Body("device-events", 500, 10)
-		full <- post(t, r.url+"/webhooks/mist", b, signed(b))
+		full <- tryPost(r.url+"/webhooks/mist", b, signed(b))
 	}()
 	waitMetric(t, r.url, "mistbridge_inflight_events 10") // it holds every slot, retrying
 	b = loadgen.Body("device-events", 600, 1)
@@ -546,7 +568,7 @@ func TestBackpressure(t *testing.T) {
 	if a.code != http.StatusServiceUnavailable || a.body["reason"] != "brokers_failing" || a.header.Get("Retry-After") != "2" {
 		t.Errorf("full with the broker down: %d %v (Retry-After %q), want 503 brokers_failing with Retry-After 2", a.code, a.body, a.header.Get("Retry-After"))
 	}
-	if a := <-full; a.code != http.StatusServiceUnavailable {
+	if a := must(t, <-full); a.code != http.StatusServiceUnavailable {
 		t.Errorf("the request holding the slots: %d %v, want 503", a.code, a.body)
 	}
 }
@@ -645,7 +667,7 @@ func TestGracefulShutdown(t *testing.T) {
 	res := make(chan answer, 1)
 	go func() {
 		b := loadgen.Body("device-events", 10, 10)
-		res <- post(t, url, b, signed(b))
+		res <- tryPost(url, b, signed(b))
 	}()
 	<-stall.stalled
 	cancel() // SIGTERM
@@ -668,7 +690,7 @@ func TestGracefulShutdown(t *testing.T) {
 	default:
 	}
 	stall.release()
-	if a := <-res; a.code != 200 || a.body["accepted"] != float64(10) {
+	if a := must(t, <-res); a.code != 200 || a.body["accepted"] != float64(10) {
 		t.Fatalf("in-flight request: %d %v, want 200", a.code, a.body)
 	}
 	if err := <-served; err != nil {
@@ -710,7 +732,14 @@ func TestMaxConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond) // let the server accept it
+	// Be served once on it, so the server has surely accepted it; it then
+	// stays open (keep-alive) and holds the only slot.
+	fmt.Fprint(holder, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(holder), nil); err != nil {
+		t.Fatalf("the holder was not served: %v", err)
+	} else {
+		resp.Body.Close()
+	}
 	client := &http.Client{Timeout: 300 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true}}
 	if resp, err := client.Get("http://" + ln.Addr().String() + "/healthz"); err == nil {
 		resp.Body.Close()

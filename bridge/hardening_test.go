@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -35,29 +36,14 @@ type served struct {
 // bridge variables, served by Serve on a loopback listener.
 func serve(t *testing.T, vars map[string]string) *served {
 	t.Helper()
-	log := testLogger(t)
-	emb, err := natssink.StartEmbedded(t.TempDir(), "127.0.0.1:0", log)
-	if err != nil {
-		t.Fatal(err)
+	if _, ok := vars["DRAIN_DELAY"]; !ok {
+		vars = maps.Clone(vars)
+		if vars == nil {
+			vars = map[string]string{}
+		}
+		vars["DRAIN_DELAY"] = "0s" // no test here waits out a drain but TestDrain
 	}
-	t.Cleanup(emb.Shutdown)
-	ns, err := natssink.New(context.Background(), defaults[natssink.Config](t, map[string]string{"URL": emb.ClientURL()}), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ns.Close(context.Background()) })
-	router, err := bridge.NewRouter("", sinks.NewRetrying(ns, sinks.RetryPolicy{}, nil, log))
-	if err != nil {
-		t.Fatal(err)
-	}
-	verifier, err := auth.NewMist([]string{secret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := bridge.New(defaults[bridge.Config](t, vars), bridge.Options{Router: router, Receivers: []*bridge.Receiver{{Name: "mist", Verifier: verifier}}, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := natsBridge(t, vars, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -73,6 +59,40 @@ func serve(t *testing.T, vars map[string]string) *served {
 		}
 	})
 	return s
+}
+
+// natsBridge builds a bridge for the receiver "mist" (Mist's signature with
+// secret) in front of an embedded nats-server, registering its metrics and
+// the sink's on reg (nil: a registry of its own).
+func natsBridge(t *testing.T, vars map[string]string, reg *prometheus.Registry) *bridge.Server {
+	t.Helper()
+	log := testLogger(t)
+	emb, err := natssink.StartEmbedded(t.TempDir(), "127.0.0.1:0", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emb.Shutdown)
+	ns, err := natssink.New(context.Background(), defaults[natssink.Config](t, map[string]string{"URL": emb.ClientURL()}), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ns.Close(context.Background()) })
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	router, err := bridge.NewRouter("", sinks.NewRetrying(ns, sinks.RetryPolicy{}, sinks.NewMetrics(reg), log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier, err := auth.NewMist([]string{secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := bridge.New(defaults[bridge.Config](t, vars), bridge.Options{Router: router, Receivers: []*bridge.Receiver{{Name: "mist", Verifier: verifier}}, Log: log, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv
 }
 
 // dialFrom opens a connection to addr from the loopback address src
@@ -260,30 +280,7 @@ func waitForMetric(t *testing.T, url, name string, ok func(float64) bool) {
 // TestMetricsExistAtZero: before any traffic, /metrics already has the
 // series dashboards and alerts query, at zero.
 func TestMetricsExistAtZero(t *testing.T) {
-	log := testLogger(t)
-	emb, err := natssink.StartEmbedded(t.TempDir(), "127.0.0.1:0", log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emb.Shutdown)
-	ns, err := natssink.New(context.Background(), defaults[natssink.Config](t, map[string]string{"URL": emb.ClientURL()}), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ns.Close(context.Background()) })
-	reg := prometheus.NewRegistry()
-	router, err := bridge.NewRouter("", sinks.NewRetrying(ns, sinks.RetryPolicy{}, sinks.NewMetrics(reg), log))
-	if err != nil {
-		t.Fatal(err)
-	}
-	verifier, err := auth.NewMist([]string{secret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := bridge.New(defaults[bridge.Config](t, nil), bridge.Options{Router: router, Receivers: []*bridge.Receiver{{Name: "mist", Verifier: verifier}}, Log: log, Registry: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := natsBridge(t, nil, nil)
 	hs := httptest.NewServer(srv.Handler())
 	defer hs.Close()
 	resp, err := http.Get(hs.URL + "/metrics")
@@ -305,5 +302,15 @@ func TestMetricsExistAtZero(t *testing.T) {
 		if !strings.Contains(string(raw), want+"\n") {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// TestAdmitWaitZero: MISTBRIDGE_ADMIT_WAIT=0 means "never wait for room",
+// not "refuse all": an idle bridge takes the request.
+func TestAdmitWaitZero(t *testing.T) {
+	s := serve(t, map[string]string{"ADMIT_WAIT": "0s"})
+	body := loadgen.Body("device-events", 0, 2)
+	if a := postWithin(t, s.url, body, 5*time.Second); a.code != 200 {
+		t.Fatalf("idle bridge with ADMIT_WAIT=0: %d %v, want 200", a.code, a.body)
 	}
 }

@@ -9,10 +9,13 @@ import (
 	"mime"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 
 	"github.com/mistbridge/mistbridge/bridge/auth"
 	"github.com/mistbridge/mistbridge/codec"
@@ -20,8 +23,6 @@ import (
 
 // errMediaType is answered with 415.
 var errMediaType = errors.New("bridge: unsupported content type")
-
-var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // handleWebhook is POST /webhooks/{receiver}.
 func (s *Server) handleWebhook(w http.ResponseWriter, r *http.Request) {
@@ -31,18 +32,18 @@ func (s *Server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("no receiver named %q", r.PathValue("receiver")), Reason: "unknown_receiver"})
 		return
 	}
-	n, err := s.ingest(w, r, rc)
+	n, err := s.ingest(w, r, rc, start)
 	code := s.answer(w, rc, n, err)
 	if code == http.StatusOK {
 		auth.Commit(rc.Verifier, r) // only now is the delivery remembered as done
 	}
-	s.metrics.requests.WithLabelValues(rc.Name, strconv.Itoa(code)).Inc()
+	s.metrics.requests.WithLabelValues(rc.Name, statusLabel(code)).Inc()
 	s.metrics.duration.WithLabelValues(rc.Name).Observe(time.Since(start).Seconds())
 }
 
 // ingest runs one request through the pipeline and returns how many events
 // are safe at the brokers.
-func (s *Server) ingest(w http.ResponseWriter, r *http.Request, rc *Receiver) (int, error) {
+func (s *Server) ingest(w http.ResponseWriter, r *http.Request, rc *Receiver, start time.Time) (int, error) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		return 0, errMethod
@@ -73,7 +74,7 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request, rc *Receiver) (i
 			return 0, err
 		}
 	}
-	topic := r.URL.Query().Get("topic")
+	topic := queryTopic(r)
 	if topic == "" {
 		topic = rc.DefaultTopic
 	}
@@ -81,7 +82,37 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request, rc *Receiver) (i
 	if err != nil {
 		return 0, err
 	}
+	if s.archive != nil {
+		s.archiveBody(r, rc, start, topic, body.Bytes())
+	}
 	return s.publish(r.Context(), rc, batch)
+}
+
+// queryTopic is the request's ?topic=, "" when it has none. A request
+// without a query string, the common case, parses none.
+func queryTopic(r *http.Request) string {
+	if r.URL.RawQuery == "" {
+		return ""
+	}
+	return r.URL.Query().Get("topic")
+}
+
+// statusLabels are the code label values of the common answers, so that
+// counting a request formats no number. Read-only once built.
+var statusLabels = func() map[int]string {
+	m := map[int]string{}
+	for _, code := range []int{200, 400, 401, 403, 404, 405, 408, 413, 415, 422, 429, 500, 502, 503, 504} {
+		m[code] = strconv.Itoa(code)
+	}
+	return m
+}()
+
+// statusLabel is strconv.Itoa(code), without allocating for common codes.
+func statusLabel(code int) string {
+	if l, ok := statusLabels[code]; ok {
+		return l
+	}
+	return strconv.Itoa(code)
 }
 
 func (s *Server) verify(rc *Receiver, r *http.Request, body []byte) error {
@@ -90,6 +121,20 @@ func (s *Server) verify(rc *Receiver, r *http.Request, body []byte) error {
 		s.metrics.authFailures.WithLabelValues(rc.Name, auth.Reason(err)).Inc()
 	}
 	return err
+}
+
+// archiveBody hands a verified body to the archive; a failure is logged
+// and counted, not answered.
+func (s *Server) archiveBody(r *http.Request, rc *Receiver, received time.Time, topic string, body []byte) {
+	err := s.archive.Archive(r.Context(), ArchiveRecord{
+		Receiver: rc.Name, Received: received, Topic: topic,
+		ContentType: r.Header.Get("Content-Type"), UserAgent: r.Header.Get("User-Agent"),
+		Body: body,
+	})
+	if err != nil {
+		s.metrics.archiveFailures.Inc()
+		s.log.Warn("archiving a request failed", "receiver", rc.Name, "err", err)
+	}
 }
 
 func (s *Server) precheck(rc *Receiver, r *http.Request) error {
@@ -112,30 +157,72 @@ const bodyChunk = 64 << 10
 // errBodyTimeout is answered with 408: the sender stalled mid-body.
 var errBodyTimeout = errors.New("bridge: the body stalled")
 
-// hold is the admission room and buffer a request holds.
+// hold is the admission room and the memory a request holds: its body
+// buffer and the reader that fills it. Holds are pooled: one is taken by
+// readBody and given back by release, after which it must not be used.
 type hold struct {
 	s          *Server
-	buf        *bytes.Buffer
+	buf        bytes.Buffer
 	bytes      int64 // of the shared room
 	unverified int64 // of the room for senders not yet verified, also in bytes
+	body       stallReader
+	step       io.LimitedReader
 }
+
+var holdPool = sync.Pool{New: func() any { return new(hold) }}
+
+// maxPooledBody bounds the body buffer a pooled hold keeps, so the pool
+// does not pin huge buffers.
+const maxPooledBody = 1 << 20
 
 // grow takes n more bytes of room, waiting at most AdmitWait.
 func (h *hold) grow(ctx context.Context, n int64, verified bool) error {
-	actx, cancel := context.WithTimeout(ctx, h.s.cfg.AdmitWait)
-	defer cancel()
+	var wait admitWait // one deadline for both waits, made only if one waits
+	defer wait.stop()
 	if !verified {
-		if err := h.s.admit.acquireUnverified(actx, n); err != nil {
-			return err
+		if !admitNow(ctx, h.s.cfg.AdmitWait, h.s.admit.unverified, n) {
+			if err := h.s.admit.acquireUnverified(wait.ctx(ctx, h.s.cfg.AdmitWait), n); err != nil {
+				return err
+			}
 		}
 		h.unverified += n
 	}
-	if err := h.s.admit.acquireBytes(actx, n); err != nil {
-		return err
+	if !admitNow(ctx, h.s.cfg.AdmitWait, h.s.admit.bytes, n) {
+		if err := h.s.admit.acquireBytes(wait.ctx(ctx, h.s.cfg.AdmitWait), n); err != nil {
+			return err
+		}
 	}
 	h.bytes += n
 	h.s.metrics.inflightBytes.Add(float64(n))
 	return nil
+}
+
+// admitNow takes n of sem when that needs no wait, and reports whether it
+// did: room free and nobody waiting. It spares the timer and context of a
+// wait that does not happen, and it is what MISTBRIDGE_ADMIT_WAIT=0 means:
+// take free room, never wait (sem.Acquire with an expired deadline would
+// refuse even free room).
+func admitNow(ctx context.Context, _ time.Duration, sem *semaphore.Weighted, n int64) bool {
+	return ctx.Err() == nil && sem.TryAcquire(n)
+}
+
+// admitWait is a deadline for admission, made on first use.
+type admitWait struct {
+	c      context.Context
+	cancel context.CancelFunc
+}
+
+func (w *admitWait) ctx(parent context.Context, d time.Duration) context.Context {
+	if w.c == nil {
+		w.c, w.cancel = context.WithTimeout(parent, d)
+	}
+	return w.c
+}
+
+func (w *admitWait) stop() {
+	if w.cancel != nil {
+		w.cancel()
+	}
 }
 
 // verified moves the room to verified senders and tops it up to what the
@@ -149,20 +236,24 @@ func (h *hold) verified(ctx context.Context) error {
 	return nil
 }
 
-// release gives back the room and the buffer.
+// release gives back the room, and the hold with its buffer to the pool.
 func (h *hold) release() {
-	if h.buf != nil && h.buf.Cap() <= 1<<20 { // keep the pool from pinning huge buffers
-		bodyPool.Put(h.buf)
+	s := h.s
+	s.admit.releaseUnverified(h.unverified)
+	s.admit.releaseBytes(h.bytes)
+	s.metrics.inflightBytes.Sub(float64(h.bytes))
+	h.s, h.bytes, h.unverified = nil, 0, 0
+	h.body, h.step = stallReader{}, io.LimitedReader{} // drop the request
+	if h.buf.Cap() > maxPooledBody {
+		h.buf = bytes.Buffer{}
 	}
-	h.buf = nil
-	h.s.admit.releaseUnverified(h.unverified)
-	h.s.admit.releaseBytes(h.bytes)
-	h.s.metrics.inflightBytes.Sub(float64(h.bytes))
-	h.bytes, h.unverified = 0, 0
+	h.buf.Reset()
+	holdPool.Put(h)
 }
 
 // readBody reads the body under the size cap into a pooled buffer and
-// returns it with the room it holds; release the hold when done.
+// returns it with the room it holds; release the hold when done, and use
+// the buffer only until then.
 //
 // A verified sender of a body of known length takes all its room at once.
 // Otherwise room is taken as the bytes arrive, so a connection that
@@ -170,15 +261,26 @@ func (h *hold) release() {
 // verified also draws on a smaller pool (half the room), so unverified
 // bodies can never take all of it. Each part of the body must arrive
 // within BodyIdleTimeout, or the request fails with 408.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request, verified bool) (*bytes.Buffer, *hold, error) {
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, verified bool) (_ *bytes.Buffer, _ *hold, err error) {
 	if r.ContentLength > s.cfg.MaxBodyBytes {
 		return nil, nil, &http.MaxBytesError{Limit: s.cfg.MaxBodyBytes}
 	}
-	h := &hold{s: s, buf: bodyPool.Get().(*bytes.Buffer)}
-	h.buf.Reset()
+	h := holdPool.Get().(*hold)
+	h.s = s
+	h.body = stallReader{
+		r:        http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes),
+		rc:       *http.NewResponseController(w),
+		idle:     s.cfg.BodyIdleTimeout,
+		deadline: time.Now().Add(s.cfg.ReadTimeout),
+	}
+	defer func() {
+		h.body.clear()
+		if err != nil {
+			h.release()
+		}
+	}()
 	if verified && r.ContentLength >= 0 {
 		if err := h.grow(r.Context(), reserveFor(r.ContentLength), true); err != nil {
-			h.release()
 			return nil, nil, err
 		}
 	}
@@ -187,13 +289,6 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, verified bool)
 		// buffer of exactly the body's size would double.
 		h.buf.Grow(int(min(r.ContentLength, bodyChunk)) + bytes.MinRead)
 	}
-	body := &stallReader{
-		r:        http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes),
-		rc:       http.NewResponseController(w),
-		idle:     s.cfg.BodyIdleTimeout,
-		deadline: time.Now().Add(s.cfg.ReadTimeout),
-	}
-	defer body.clear()
 	for {
 		// One byte past the end is asked for, to see EOF (or the size cap).
 		end := s.cfg.MaxBodyBytes + 1
@@ -203,13 +298,12 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, verified bool)
 		step := min(int64(bodyChunk), end-int64(h.buf.Len()))
 		if need := int64(h.buf.Len()) + step - h.bytes; need > 0 {
 			if err := h.grow(r.Context(), need, verified); err != nil {
-				h.release()
 				return nil, nil, err
 			}
 		}
-		n, err := h.buf.ReadFrom(io.LimitReader(body, step))
+		h.step = io.LimitedReader{R: &h.body, N: step}
+		n, err := h.buf.ReadFrom(&h.step)
 		if err != nil {
-			h.release()
 			var mbe *http.MaxBytesError
 			switch {
 			case errors.As(err, &mbe):
@@ -220,7 +314,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, verified bool)
 			return nil, nil, fmt.Errorf("%w: %w", errReadBody, err)
 		}
 		if n < step {
-			return h.buf, h, nil
+			return &h.buf, h, nil
 		}
 	}
 }
@@ -229,7 +323,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, verified bool)
 // now, never past the request's whole ReadTimeout.
 type stallReader struct {
 	r        io.Reader
-	rc       *http.ResponseController
+	rc       http.ResponseController
 	idle     time.Duration
 	deadline time.Time
 	set      bool
@@ -254,6 +348,29 @@ func (s *stallReader) clear() {
 	}
 }
 
+// eventBufs are the events of one request and the pointers Deliver takes,
+// pooled. Delivery implementations neither keep nor modify what they are
+// given once Deliver returns (see [Delivery]), so they are reused.
+type eventBufs struct {
+	evs  []codec.Event
+	ptrs []*codec.Event
+}
+
+var eventPool = sync.Pool{New: func() any { return new(eventBufs) }}
+
+// maxPooledEvents bounds the events a pooled eventBufs keeps room for.
+const maxPooledEvents = 4096
+
+func (e *eventBufs) release() {
+	if cap(e.evs) > maxPooledEvents {
+		return
+	}
+	clear(e.evs) // drop what the events point to: bodies, strings
+	clear(e.ptrs)
+	e.evs, e.ptrs = e.evs[:0], e.ptrs[:0]
+	eventPool.Put(e)
+}
+
 // publish maps the batches, admits their events (waiting at most
 // AdmitWait) and waits until every one is delivered. Every topic is
 // checked first (allowed for the receiver, routed somewhere): a refused
@@ -275,27 +392,30 @@ func (s *Server) publish(ctx context.Context, rc *Receiver, batches ...codec.Bat
 	if n == 0 {
 		return 0, nil
 	}
-	actx, cancel := context.WithTimeout(ctx, s.cfg.AdmitWait)
-	err := s.admit.acquireEvents(actx, n)
-	cancel()
-	if err != nil {
-		return 0, err
+	if !admitNow(ctx, s.cfg.AdmitWait, s.admit.events, int64(n)) {
+		actx, cancel := context.WithTimeout(ctx, s.cfg.AdmitWait)
+		err := s.admit.acquireEvents(actx, n)
+		cancel()
+		if err != nil {
+			return 0, err
+		}
 	}
 	s.metrics.inflightEvents.Add(float64(n))
 	defer func() {
 		s.admit.releaseEvents(n)
 		s.metrics.inflightEvents.Sub(float64(n))
 	}()
-	evs := make([]codec.Event, 0, n)
-	for _, b := range batches {
-		for i := range b.Events {
-			evs = append(evs, b.Event(i))
-		}
+	bufs := eventPool.Get().(*eventBufs)
+	defer bufs.release()
+	evs := slices.Grow(bufs.evs[:0], n)
+	for i := range batches {
+		evs = batches[i].AppendEvents(evs)
 	}
-	ptrs := make([]*codec.Event, n)
+	ptrs := slices.Grow(bufs.ptrs[:0], n)
 	for i := range evs {
-		ptrs[i] = &evs[i]
+		ptrs = append(ptrs, &evs[i])
 	}
+	bufs.evs, bufs.ptrs = evs, ptrs
 	dctx, cancel := context.WithTimeout(ctx, s.cfg.DeliveryTimeout)
 	defer cancel()
 	if err := s.delivery.Deliver(dctx, ptrs); err != nil {
@@ -310,7 +430,7 @@ func (s *Server) publish(ctx context.Context, rc *Receiver, batches ...codec.Bat
 // checkMediaType accepts a missing type, application/json,
 // application/*+json and text/plain (some senders label JSON so).
 func checkMediaType(ct string) error {
-	if ct == "" {
+	if ct == "" || ct == "application/json" { // the common cases, parsed for nothing
 		return nil
 	}
 	mt, _, err := mime.ParseMediaType(ct)

@@ -1,6 +1,7 @@
 package bridge_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -126,10 +127,19 @@ func TestUnauthenticatedSendersHoldNoRoom(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		// Announce a 1 MiB body, send one byte, and stall.
+		// Announce a 1 MiB body, send one byte, and stall: the answer, 401
+		// before the body is read, comes at once.
 		fmt.Fprintf(c, "POST /webhooks/mist HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\n\r\n{")
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("no answer to an unauthenticated request before its body: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("unauthenticated request: %d, want 401", resp.StatusCode)
+		}
 	}
-	time.Sleep(100 * time.Millisecond)
 	body := loadgen.Body("device-events", 0, 2)
 	if a := post(t, r.url+"/webhooks/mist", body, map[string]string{"Authorization": "Bearer tok"}); a.code != 200 {
 		t.Fatalf("authenticated request while unauthenticated ones stall: %d %v, want 200", a.code, a.body)

@@ -18,7 +18,9 @@ import (
 type Delivery interface {
 	// Deliver returns nil only when every event is safe: acknowledged by
 	// every broker it is routed to, or written durably to a local spool
-	// that will deliver it.
+	// that will deliver it. It neither modifies events nor keeps them, or
+	// anything they point to, once it returns: the caller reuses their
+	// memory for its next request.
 	Deliver(ctx context.Context, events []*codec.Event) error
 	// Check fails (wrapping [ErrUnrouted]) when no route sends topic
 	// anywhere, so a request can be refused before it takes room.
@@ -57,6 +59,9 @@ type SpoolState struct {
 // Output is one sink with the delivery policy applied (sinks.Retrying).
 type Output interface {
 	Name() string
+	// Deliver is [Delivery.Deliver] for one output. events may be the very
+	// slice other outputs are given at the same time: Deliver must not
+	// modify it, nor keep it or the events once it returns.
 	Deliver(ctx context.Context, events []*codec.Event) error
 	Ready(ctx context.Context) error
 	// Failing reports that the broker looks down, which turns a 429 into a 503.
@@ -190,27 +195,82 @@ func (r *Router) Check(topic string) error {
 	return nil
 }
 
+// Group is the events of one request that go to one output, in their
+// order.
+type Group struct {
+	Output string
+	Events []*codec.Event
+}
+
 // Plan groups events by the output each is routed to, keeping their order
 // within each output. It fails, wrapping [ErrUnrouted], when an event's
-// topic is routed nowhere.
+// topic is routed nowhere. As with [Router.Groups], which does the same
+// without a map, a value may be events itself: read it, do not modify it.
 func (r *Router) Plan(events []*codec.Event) (map[string][]*codec.Event, error) {
-	perOutput := make(map[string][]*codec.Event, len(r.order))
-	var (
-		lastTopic string
-		names     []string
-	)
-	for _, ev := range events {
-		if names == nil || ev.Topic != lastTopic {
-			if err := r.Check(ev.Topic); err != nil {
-				return nil, err
-			}
-			names, lastTopic = r.sinksFor(ev.Topic), ev.Topic
-		}
-		for _, n := range names {
-			perOutput[n] = append(perOutput[n], ev)
-		}
+	var buf [4]Group
+	groups, err := r.Groups(buf[:0], events)
+	if err != nil {
+		return nil, err
+	}
+	perOutput := make(map[string][]*codec.Event, len(groups))
+	for _, g := range groups {
+		perOutput[g.Output] = g.Events
 	}
 	return perOutput, nil
+}
+
+// Groups appends to dst one [Group] per output that events are routed to,
+// in configuration order, and returns it. It fails, wrapping
+// [ErrUnrouted], when an event's topic is routed nowhere, appending
+// nothing.
+//
+// When every event goes to the same outputs (always so without routes, and
+// for a request of one topic) each group's Events is events itself, and
+// Groups allocates nothing beyond dst's growth. Otherwise each group holds
+// a new slice of its events, in order.
+func (r *Router) Groups(dst []Group, events []*codec.Event) ([]Group, error) {
+	if len(events) == 0 {
+		return dst, nil
+	}
+	var names []string
+	same := true
+	for i, ev := range events {
+		if i > 0 && ev.Topic == events[i-1].Topic {
+			continue
+		}
+		if err := r.Check(ev.Topic); err != nil {
+			return dst, err
+		}
+		if i == 0 {
+			names = r.sinksFor(ev.Topic)
+		} else if !slices.Equal(names, r.sinksFor(ev.Topic)) {
+			same = false
+		}
+	}
+	if same {
+		for _, n := range r.order {
+			if slices.Contains(names, n) {
+				dst = append(dst, Group{Output: n, Events: events})
+			}
+		}
+		return dst, nil
+	}
+	first := len(dst)
+	for _, n := range r.order {
+		dst = append(dst, Group{Output: n})
+	}
+	for i, ev := range events {
+		if i == 0 || ev.Topic != events[i-1].Topic {
+			names = r.sinksFor(ev.Topic)
+		}
+		for _, n := range names {
+			g := &dst[first+slices.Index(r.order, n)]
+			g.Events = append(g.Events, ev)
+		}
+	}
+	// Drop the outputs no event goes to, keeping the order.
+	kept := slices.DeleteFunc(dst[first:], func(g Group) bool { return len(g.Events) == 0 })
+	return dst[:first+len(kept)], nil
 }
 
 // Ready implements [Delivery]: ready when every output is, each asked in
@@ -251,38 +311,33 @@ func readyState(ctx context.Context, o Output) string {
 }
 
 // Deliver implements [Delivery]: each output gets the events whose topic
-// is routed to it, all outputs in parallel. When an event's topic is not
-// routed anywhere, nothing is delivered and the error wraps [ErrUnrouted].
-// Otherwise it returns the errors of every output that failed, joined.
+// is routed to it, all outputs in parallel (the first in configuration
+// order on the calling goroutine, each other on one of its own). When an
+// event's topic is not routed anywhere, nothing is delivered and the error
+// wraps [ErrUnrouted]. Otherwise it returns the errors of every output
+// that failed, joined in configuration order.
 func (r *Router) Deliver(ctx context.Context, events []*codec.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	perOutput, err := r.Plan(events)
+	var buf [4]Group
+	groups, err := r.Groups(buf[:0], events)
 	if err != nil {
 		return err
 	}
-	if len(perOutput) == 1 {
-		for n, evs := range perOutput {
-			return r.outputs[n].Deliver(ctx, evs)
-		}
+	if len(groups) == 1 {
+		return r.outputs[groups[0].Output].Deliver(ctx, groups[0].Events)
 	}
-	errs := make([]error, 0, len(perOutput))
-	var (
-		mu sync.Mutex
-		wg sync.WaitGroup
-	)
-	for n, evs := range perOutput {
+	errs := make([]error, len(groups))
+	var wg sync.WaitGroup
+	for i, g := range groups[1:] {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := r.outputs[n].Deliver(ctx, evs); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
+			errs[1+i] = r.outputs[g.Output].Deliver(ctx, g.Events)
 		}()
 	}
+	errs[0] = r.outputs[groups[0].Output].Deliver(ctx, groups[0].Events)
 	wg.Wait()
 	return errors.Join(errs...)
 }

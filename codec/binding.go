@@ -90,7 +90,47 @@ func (e *Event) CloudEvent() event.Event {
 // mode the attributes become ce_ headers plus content-type and the value is
 // e.Data itself (shared, not copied); in structured mode the value is the
 // JSON event format. The record key is e.PartitionKey().
+//
+// Binary mode writes the headers straight from e's fields, byte for byte
+// what the CloudEvents SDK's binding writes (a differential test holds it
+// to the SDK), in the order id, source, specversion, type, content-type,
+// time, mistorg, mistsite, misttopic, partitionkey, absent ones left out.
+// The order is fixed but is not part of the contract: the SDK itself
+// writes extensions in map order, and readers look headers up by name.
+// The header values of one record share one allocation the caller owns.
+// Binary mode never fails; structured mode fails only if the SDK cannot
+// encode the event.
 func KafkaRecord(ctx context.Context, e *Event, mode Mode) ([]Header, []byte, error) {
+	if mode == Binary {
+		hs, _ := AppendKafkaHeaders(nil, nil, e)
+		return hs, e.Data, nil
+	}
+	return kafkaRecordSDK(ctx, e, mode)
+}
+
+// NATSMessage encodes e in the CloudEvents NATS protocol binding: binary mode
+// writes ce- headers with percent-encoded values and content-type, and the
+// body is e.Data itself (shared, not copied); structured mode writes the JSON
+// event format. The returned map converts directly to nats.Header; it is
+// the caller's, with room for a few more headers (Nats-Msg-Id, the
+// dead-letter headers) before it grows.
+//
+// Binary mode writes the headers straight from e's fields, as
+// [KafkaRecord] does: the same names after the ce- prefix and the same
+// values, percent-encoded, as the CloudEvents SDK's binding would write.
+// Each value slice has length and capacity 1. Binary mode never fails.
+func NATSMessage(ctx context.Context, e *Event, mode Mode) (map[string][]string, []byte, error) {
+	if mode == Binary {
+		h := make(map[string][]string, natsHeaderRoom)
+		AppendNATSHeaders(h, nil, e)
+		return h, e.Data, nil
+	}
+	return natsMessageSDK(ctx, e, mode)
+}
+
+// kafkaRecordSDK is KafkaRecord through the CloudEvents SDK's binding
+// writer: the structured-mode path, and the oracle of the binary one.
+func kafkaRecordSDK(ctx context.Context, e *Event, mode Mode) ([]Header, []byte, error) {
 	w := &headerWriter{prefix: KafkaPrefix, data: e.Data}
 	if err := write(ctx, e, mode, w); err != nil {
 		return nil, nil, fmt.Errorf("codec: kafka binding: %w", err)
@@ -98,11 +138,9 @@ func KafkaRecord(ctx context.Context, e *Event, mode Mode) ([]Header, []byte, er
 	return w.headers, w.data, nil
 }
 
-// NATSMessage encodes e in the CloudEvents NATS protocol binding: binary mode
-// writes ce- headers with percent-encoded values and content-type, and the
-// body is e.Data itself (shared, not copied); structured mode writes the JSON
-// event format. The returned map converts directly to nats.Header.
-func NATSMessage(ctx context.Context, e *Event, mode Mode) (map[string][]string, []byte, error) {
+// natsMessageSDK is NATSMessage through the CloudEvents SDK's binding
+// writer: the structured-mode path, and the oracle of the binary one.
+func natsMessageSDK(ctx context.Context, e *Event, mode Mode) (map[string][]string, []byte, error) {
 	w := &headerWriter{prefix: NATSPrefix, data: e.Data, percent: true}
 	if err := write(ctx, e, mode, w); err != nil {
 		return nil, nil, fmt.Errorf("codec: nats binding: %w", err)

@@ -473,8 +473,9 @@ func BenchmarkMap(b *testing.B) {
 	}
 }
 
-// FuzzCompact holds the one-pass compaction behind event ids to
-// encoding/json's Compact on every valid input, so ids never change with it.
+// FuzzCompact holds Compact, the oracle of the compaction behind event
+// ids (FuzzEventID), to encoding/json's Compact on every valid input, so
+// ids never change with it.
 func FuzzCompact(f *testing.F) {
 	for _, s := range []string{`{"a" : [1, 2, {"b":"x y \" z\\\\"}]}`, " [ ] ", `"\u00e9 \t"`, `{"k":"\\\"","n":null}`} {
 		f.Add([]byte(s))

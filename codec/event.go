@@ -10,7 +10,6 @@ import (
 	"math"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -121,9 +120,6 @@ func writeHash(b *strings.Builder, s string) {
 // Size is the number of bytes the event holds in memory, for admission.
 func (e *Event) Size() int { return len(e.Data) + len(e.ID) + len(e.Source) + len(e.Type) + 64 }
 
-// compactPool holds buffers for compacting an event before hashing it.
-var compactPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
-
 // Map builds the CloudEvent attributes of one event. raw must be a JSON
 // object (as [Split] returns); Map never fails on its content:
 //
@@ -148,8 +144,17 @@ func Map(topic string, raw []byte) Event {
 
 // newEvent builds the event of raw from what was read from it.
 func newEvent(topic string, raw []byte, m *meta) Event {
-	ev := Event{
-		Type:    TypePrefix + topic,
+	var id [idLen]byte
+	ev := eventOf(topic, TypePrefix+topic, raw, m)
+	ev.Source = source(ev.Org, ev.Site)
+	ev.ID = string(appendID(id[:0], topic, raw))
+	return ev
+}
+
+// eventOf is the event of raw without its Source and ID.
+func eventOf(topic, typ string, raw []byte, m *meta) Event {
+	return Event{
+		Type:    typ,
 		Topic:   topic,
 		Org:     cmp.Or(m.org, m.orgAlt),
 		Site:    cmp.Or(m.site, m.siteAlt),
@@ -158,21 +163,45 @@ func newEvent(topic string, raw []byte, m *meta) Event {
 		Time:    m.time,
 		Data:    raw,
 	}
-	ev.Source = source(ev.Org, ev.Site)
-	ev.ID = eventID(topic, raw)
-	return ev
 }
 
-func eventID(topic string, raw []byte) string {
-	bp := compactPool.Get().(*[]byte)
-	c := compact((*bp)[:0], raw)
+// idLen is the length of an event id: a UUID in its 36-character form.
+const idLen = 36
+
+// appendID appends the id of raw under topic to dst: the SHA-256 of the
+// topic, a zero byte and raw without the whitespace (space, tab, CR, LF)
+// outside strings, shaped as a UUID. For valid JSON the bytes hashed are
+// exactly json.Compact's output, but they are never built: each run
+// between two stretches of whitespace goes to the hash as it lies in raw,
+// so a compact event (as Mist and most senders write them) is hashed in
+// one call, with no copy. A string runs from a '"' to the next '"' not
+// preceded by an odd number of backslashes (or to the end of raw): the
+// reading of a byte-by-byte scan in which a backslash escapes the next
+// byte, for any input, valid JSON or not. FuzzEventID holds it to hashing
+// the compacted copy.
+func appendID(dst []byte, topic string, raw []byte) []byte {
+	// The loop stays in this function so that every call on h is
+	// devirtualized and the digest lives on the stack.
 	h := sha256.New()
 	h.Write([]byte(topic))
 	h.Write([]byte{0})
-	h.Write(c)
-	if cap(c) <= 64<<10 { // do not let one huge event pin its buffer
-		*bp = c[:0]
-		compactPool.Put(bp)
+	start := 0 // of the run not yet hashed
+	for i := 0; i < len(raw); {
+		switch raw[i] {
+		case '"':
+			i = stringEnd(raw, i)
+		case ' ', '\t', '\n', '\r':
+			if start < i {
+				h.Write(raw[start:i])
+			}
+			i++
+			start = i
+		default:
+			i++
+		}
+	}
+	if start < len(raw) {
+		h.Write(raw[start:])
 	}
 	var sum [sha256.Size]byte
 	h.Sum(sum[:0])
@@ -180,7 +209,7 @@ func eventID(topic string, raw []byte) string {
 	// expect a UUID accept it.
 	sum[6] = sum[6]&0x0f | 0x80
 	sum[8] = sum[8]&0x3f | 0x80
-	var out [36]byte
+	var out [idLen]byte
 	hex.Encode(out[0:8], sum[0:4])
 	out[8] = '-'
 	hex.Encode(out[9:13], sum[4:6])
@@ -190,48 +219,50 @@ func eventID(topic string, raw []byte) string {
 	hex.Encode(out[19:23], sum[8:10])
 	out[23] = '-'
 	hex.Encode(out[24:36], sum[10:16])
-	return string(out[:])
+	return append(dst, out[:]...)
 }
 
-// compact appends raw to dst without the whitespace outside strings. For
-// valid JSON (what Split returns) the result is exactly json.Compact's, in
-// one cheap pass; FuzzCompact holds it to that.
-func compact(dst, raw []byte) []byte {
-	inString, escaped := false, false
-	for _, c := range raw {
-		switch {
-		case inString:
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
-			continue
-		case c == '"':
-			inString = true
+// stringEnd returns the index just past the string that opens at raw[open]
+// (a '"'), or len(raw) when it is not closed.
+func stringEnd(raw []byte, open int) int {
+	j := open + 1
+	for {
+		k := bytes.IndexByte(raw[j:], '"')
+		if k < 0 {
+			return len(raw)
 		}
-		dst = append(dst, c)
+		j += k
+		n := 0 // backslashes right before the quote
+		for p := j - 1; p > open && raw[p] == '\\'; p-- {
+			n++
+		}
+		j++
+		if n%2 == 0 {
+			return j
+		}
 	}
-	return dst
 }
 
 // source is the CloudEvent source: each id passed through [BoundValue],
 // then percent-encoded as a URI path segment (bytes other than letters,
 // digits, '-', '_', '.' and '~' become %XX), so it is at most about 1.6 KB.
 func source(org, site string) string {
+	if org != "" {
+		org = pathEscape(BoundValue(org))
+	}
+	if site != "" {
+		site = pathEscape(BoundValue(site))
+	}
 	var b strings.Builder
+	b.Grow(len("/mist/orgs/") + len(org) + len("/sites/") + len(site))
 	b.WriteString("/mist")
 	if org != "" {
 		b.WriteString("/orgs/")
-		b.WriteString(pathEscape(BoundValue(org)))
+		b.WriteString(org)
 	}
 	if site != "" {
 		b.WriteString("/sites/")
-		b.WriteString(pathEscape(BoundValue(site)))
+		b.WriteString(site)
 	}
 	return b.String()
 }
@@ -261,21 +292,27 @@ func escapeSlow(s string) string {
 }
 
 func parseTimestamp(v []byte) time.Time {
-	if len(v) == 0 {
+	switch {
+	case len(v) == 0:
 		return time.Time{}
+	case v[0] != '"':
+		return secondsTime(v)
+	case len(v) >= 2 && v[len(v)-1] == '"' && bytes.IndexByte(v, '\\') < 0:
+		return secondsTime(v[1 : len(v)-1]) // the common case: nothing to unescape
 	}
 	var s string
-	switch {
-	case v[0] != '"':
-		s = string(v)
-	case len(v) >= 2 && v[len(v)-1] == '"' && bytes.IndexByte(v, '\\') < 0:
-		s = string(v[1 : len(v)-1]) // the common case: nothing to unescape
-	default:
-		if json.Unmarshal(v, &s) != nil {
-			return time.Time{}
-		}
+	if json.Unmarshal(v, &s) != nil {
+		return time.Time{}
 	}
-	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	return secondsTime([]byte(s))
+}
+
+// secondsTime is the time of a number of seconds (or milliseconds, see
+// [Map]) written in b, or the zero time.
+func secondsTime(b []byte) time.Time {
+	// The string does not escape: one of up to 32 bytes (any timestamp
+	// Mist sends) is converted on the stack.
+	f, err := strconv.ParseFloat(string(bytes.TrimSpace(b)), 64)
 	if err != nil || f <= 0 || math.IsInf(f, 0) || math.IsNaN(f) {
 		return time.Time{}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"unicode/utf16"
@@ -75,13 +76,62 @@ type eventMeta struct {
 // b.Events[i] is still the slice Split returned, Event does not read the
 // event's members again. It panics if i is out of range, as indexing does.
 func (b *Batch) Event(i int) Event {
+	m := b.metaAt(i)
+	return newEvent(b.Topic, b.Events[i], &m)
+}
+
+// AppendEvents appends the CloudEvent of every event of b to dst, in
+// order, and returns the extended slice: element i is exactly what
+// b.Event(i) returns. It is the cheaper way to map a whole batch: one
+// allocation holds the ids of all its events, every event shares one
+// type string, and consecutive events of the same org and site share one
+// source string.
+func (b *Batch) AppendEvents(dst []Event) []Event {
+	n := len(b.Events)
+	if n == 0 {
+		return dst
+	}
+	dst = slices.Grow(dst, n)
+	first := len(dst)
+	typ := TypePrefix + b.Topic
+	var (
+		ids            strings.Builder
+		id             [idLen]byte
+		org, site, src string
+		haveSrc        bool
+	)
+	ids.Grow(n * idLen)
+	for i, raw := range b.Events {
+		m := b.metaAt(i)
+		ev := eventOf(b.Topic, typ, raw, &m)
+		if !haveSrc || ev.Org != org || ev.Site != site {
+			org, site, src, haveSrc = ev.Org, ev.Site, source(ev.Org, ev.Site), true
+		}
+		ev.Source = src
+		ids.Write(appendID(id[:0], b.Topic, raw))
+		dst = append(dst, ev)
+	}
+	all := ids.String()
+	for i := range n {
+		dst[first+i].ID = all[i*idLen : (i+1)*idLen]
+	}
+	return dst
+}
+
+// metaAt is what Map reads from b.Events[i]: what Split read, while
+// b.Events[i] is still the slice Split returned, else read again.
+func (b *Batch) metaAt(i int) meta {
 	raw := b.Events[i]
 	if len(b.meta) == len(b.Events) && len(raw) > 0 {
 		if m := &b.meta[i]; m.first == &raw[0] && m.n == len(raw) {
-			return newEvent(b.Topic, raw, &m.meta)
+			return m.meta
 		}
 	}
-	return Map(b.Topic, raw)
+	m, ok := readMeta(raw)
+	if !ok {
+		m = readMetaSlow(raw)
+	}
+	return m
 }
 
 // MaxTopicLen bounds a topic name so that it fits a Kafka topic (249 bytes)

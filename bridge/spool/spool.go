@@ -231,26 +231,25 @@ func (s *Spool) Deliver(ctx context.Context, events []*codec.Event) error {
 	if s.cfg.Mode == ModeBroker {
 		return s.router.Deliver(ctx, events)
 	}
-	plan, err := s.router.Plan(events)
+	var buf [4]bridge.Group // no allocation for up to 4 outputs
+	plan, err := s.router.Groups(buf[:0], events)
 	if err != nil {
 		return err
 	}
 	recv := time.Now()
 	if len(plan) == 1 {
-		for n, evs := range plan {
-			return s.deliverTo(ctx, n, evs, recv)
-		}
+		return s.deliverTo(ctx, plan[0].Output, plan[0].Events, recv)
 	}
 	var (
 		mu   sync.Mutex
 		errs []error
 		wg   sync.WaitGroup
 	)
-	for n, evs := range plan {
+	for _, g := range plan {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := s.deliverTo(ctx, n, evs, recv); err != nil {
+			if err := s.deliverTo(ctx, g.Output, g.Events, recv); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
