@@ -10,13 +10,14 @@ import (
 // configuration, topics are validated and only counted once authenticated,
 // reasons are fixed strings.
 type metrics struct {
-	requests       *prometheus.CounterVec
-	events         *prometheus.CounterVec
-	authFailures   *prometheus.CounterVec
-	duration       *prometheus.HistogramVec
-	inflightEvents prometheus.Gauge
-	inflightBytes  prometheus.Gauge
-	connsRefused   prometheus.Counter
+	requests        *prometheus.CounterVec
+	events          *prometheus.CounterVec
+	authFailures    *prometheus.CounterVec
+	duration        *prometheus.HistogramVec
+	inflightEvents  prometheus.Gauge
+	inflightBytes   prometheus.Gauge
+	connsRefused    prometheus.Counter
+	archiveFailures prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -50,9 +51,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "mistbridge_connections_refused_total",
 			Help: "Connections closed at once because their client address had MISTBRIDGE_MAX_CONNECTIONS_PER_IP open.",
 		}),
+		archiveFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mistbridge_archive_failures_total",
+			Help: "Verified request bodies the raw archive failed to keep (the requests were still served).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.events, m.authFailures, m.duration, m.inflightEvents, m.inflightBytes, m.connsRefused)
+		reg.MustRegister(m.requests, m.events, m.authFailures, m.duration, m.inflightEvents, m.inflightBytes, m.connsRefused, m.archiveFailures)
 	}
 	return m
 }

@@ -53,6 +53,28 @@ func (rc *Receiver) allows(topic string) bool {
 	return false
 }
 
+// Archiver keeps verified request bodies so they can be replayed later.
+// Implementations are safe for concurrent use.
+type Archiver interface {
+	// Archive stores rec. rec.Body is valid only during the call.
+	Archive(ctx context.Context, rec ArchiveRecord) error
+}
+
+// ArchiveRecord is one verified webhook request.
+type ArchiveRecord struct {
+	// Receiver is the receiver's name.
+	Receiver string
+	// Received is when the request arrived.
+	Received time.Time
+	// Topic is the fallback topic the body was split with (?topic=, else
+	// the receiver's default); empty when there was none.
+	Topic string
+	// ContentType and UserAgent are the request's headers of those names.
+	ContentType, UserAgent string
+	// Body is the raw body, exactly as received.
+	Body []byte
+}
+
 // Options are what a [Server] is built from besides its [Config].
 type Options struct {
 	// Delivery takes admitted events to the brokers and tells their health:
@@ -65,6 +87,10 @@ type Options struct {
 	// API, when set, serves every path under /api/v1/ (the receivers API,
 	// which authenticates its own callers). Nil answers those paths 404.
 	API http.Handler
+	// Archive, when set, is handed every verified request body before its
+	// events are published (MISTBRIDGE_ARCHIVE_RETENTION). Its failure is
+	// logged and counted, and does not fail the request.
+	Archive Archiver
 	// Log is the logger; the default discards.
 	Log *slog.Logger
 	// Registry receives the metrics and is served on /metrics; the default
@@ -83,6 +109,7 @@ type Server struct {
 	fixed     []*Receiver
 	receivers atomic.Pointer[receiverSet]
 	delivery  Delivery
+	archive   Archiver
 	admit     *admission
 	metrics   *metrics
 	registry  *prometheus.Registry
@@ -114,6 +141,7 @@ func New(cfg Config, o Options) (*Server, error) {
 		cfg:      cfg,
 		log:      o.Log,
 		delivery: o.Delivery,
+		archive:  o.Archive,
 		admit:    newAdmission(cfg.MaxInflightEvents, cfg.MaxInflightBytes),
 		metrics:  newMetrics(o.Registry),
 		registry: o.Registry,

@@ -14,6 +14,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/mistbridge/mistbridge/bridge"
+	"github.com/mistbridge/mistbridge/bridge/archive"
 	"github.com/mistbridge/mistbridge/bridge/auth"
 	"github.com/mistbridge/mistbridge/bridge/receivers"
 	"github.com/mistbridge/mistbridge/bridge/spool"
@@ -47,6 +48,9 @@ type config struct {
 	Auth   auth.Config
 	// Spool is MISTBRIDGE_ACK_MODE, MISTBRIDGE_ACK_WAIT and MISTBRIDGE_SPOOL_*.
 	Spool spool.Config
+	// Archive is MISTBRIDGE_ARCHIVE_*: the raw archive of verified request
+	// bodies for `mistbridge replay` (off unless MISTBRIDGE_ARCHIVE_RETENTION is set).
+	Archive archive.Config
 
 	// AdminToken, when set, turns the receivers API (/api/v1/) on: callers
 	// send Authorization: Bearer <token>; comma-separated for rotation.
@@ -138,6 +142,12 @@ func loadConfig(environ map[string]string) (config, []string, error) {
 		cfg.Spool.Dir = filepath.Join(cfg.DataDir, "spool")
 	}
 	if err := cfg.Spool.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.Archive.Dir == "" {
+		cfg.Archive.Dir = filepath.Join(cfg.DataDir, "archive")
+	}
+	if err := cfg.Archive.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if cfg.ReceiversKey != "" {
@@ -240,9 +250,17 @@ func environMap() map[string]string {
 func printUsage(w io.Writer) {
 	fmt.Fprintf(w, `mistbridge turns Juniper Mist webhooks into CloudEvents on NATS and Kafka.
 
-Usage: mistbridge [-h]
+Usage: mistbridge [-h]          run the bridge
+       mistbridge COMMAND ...   an operator's tool (COMMAND -h for its flags):
 
-It is configured only through the environment. With nothing but
+  receivers list|show|create|update|delete|enable|disable
+                       manage receivers through the API (MISTBRIDGE_ADMIN_TOKEN)
+  spool status         what the spool holds, per sink
+  deadletter list|replay
+                       inspect dead letters, and publish them again after a fix
+  replay --since T     publish again what the raw archive kept (MISTBRIDGE_ARCHIVE_RETENTION)
+
+The bridge is configured only through the environment. With nothing but
 MISTBRIDGE_WEBHOOK_SECRET set it starts an embedded NATS server (JetStream,
 stored under MISTBRIDGE_DATA_DIR) and serves POST /webhooks/mist on :8080.
 

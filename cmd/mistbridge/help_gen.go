@@ -5,6 +5,10 @@ package main
 // fieldHelp maps <package>.<Type>.<Field> to the first sentence of the
 // field's doc comment: what -h prints for its variable.
 var fieldHelp = map[string]string{
+	"archive.Config.Dir":                     "The archive's directory; the command sets it to <MISTBRIDGE_DATA_DIR>/archive when it is empty.",
+	"archive.Config.MaxBytes":                "MaxBytes bounds the archive's files on disk: past it the oldest segments are deleted before their retention ends (the segment being written is never deleted).",
+	"archive.Config.Retention":               "How long each verified request body is kept for `mistbridge replay`, e.g. 168h; 0 (the default) turns the archive off.",
+	"archive.Config.Segment":                 "The time span of one archive file: requests received within one span (aligned on UTC midnight) are appended to one file, and retention deletes whole files.",
 	"auth.Config.AllowCIDRs":                 "AllowCIDRs, when set, is the source-IP allowlist (CIDRs or addresses, comma-separated); others get 403.",
 	"auth.Config.HMACAlgorithm":              "Sha1, sha256 or sha512.",
 	"auth.Config.HMACEncoding":               "Hex or base64.",

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/mistbridge/mistbridge/bridge"
+	"github.com/mistbridge/mistbridge/bridge/archive"
 	"github.com/mistbridge/mistbridge/bridge/auth"
 	"github.com/mistbridge/mistbridge/bridge/receivers"
 	"github.com/mistbridge/mistbridge/bridge/spool"
@@ -43,6 +44,10 @@ func mainCode() int {
 			return spoolCommand(os.Args[2:], os.Stdout, os.Stderr)
 		case "receivers":
 			return receiversCommand(os.Args[2:], os.Stdout, os.Stderr)
+		case "replay":
+			return replayCommand(os.Args[2:], os.Stdout, os.Stderr)
+		case "deadletter":
+			return deadletterCommand(os.Args[2:], os.Stdout, os.Stderr)
 		}
 	}
 	fs := flag.NewFlagSet("mistbridge", flag.ContinueOnError)
@@ -153,6 +158,19 @@ func run(ctx context.Context, cfg config, verifier auth.Verifier, log *slog.Logg
 			log.Warn("closing the spool", "err", err)
 		}
 	}()
+	var arc bridge.Archiver // stays a nil interface when off
+	if cfg.Archive.Enabled() {
+		a, err := archive.Open(cfg.Archive, log, reg)
+		if err != nil {
+			return fmt.Errorf("MISTBRIDGE_ARCHIVE_DIR=%q: %w", cfg.Archive.Dir, err)
+		}
+		defer func() {
+			if err := a.Close(); err != nil {
+				log.Warn("closing the archive", "err", err)
+			}
+		}()
+		arc = a
+	}
 	var (
 		srv  *bridge.Server
 		api  http.Handler
@@ -180,6 +198,7 @@ func run(ctx context.Context, cfg config, verifier auth.Verifier, log *slog.Logg
 		Delivery:  sp,
 		Receivers: []*bridge.Receiver{{Name: cfg.Bridge.Receiver, Verifier: verifier, DefaultTopic: cfg.Bridge.DefaultTopic, Topics: cfg.Bridge.Topics}},
 		API:       api,
+		Archive:   arc,
 		Log:       log,
 		Registry:  reg,
 	})

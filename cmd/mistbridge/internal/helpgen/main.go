@@ -27,6 +27,7 @@ import (
 var dirs = map[string]string{
 	".":                     "main",
 	"../../bridge":          "bridge",
+	"../../bridge/archive":  "archive",
 	"../../bridge/auth":     "auth",
 	"../../bridge/spool":    "spool",
 	"../../sinks/kafkasink": "kafkasink",
