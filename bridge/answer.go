@@ -30,7 +30,7 @@ type okBody struct {
 
 // answer writes the response for the outcome of a request and returns its
 // status code. This is the one place errors become HTTP statuses.
-func (s *Server) answer(w http.ResponseWriter, rc *Receiver, n int, err error) int {
+func (s *Server) answer(w http.ResponseWriter, ex *exchange, n int, err error) int {
 	if err == nil {
 		writeJSON(w, http.StatusOK, okBody{Accepted: n})
 		return http.StatusOK
@@ -49,10 +49,13 @@ func (s *Server) answer(w http.ResponseWriter, rc *Receiver, n int, err error) i
 	case http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(s.cfg.RetryAfter.Seconds()))))
 	}
+	ex.reason = reason
+	// The error (which may name a broker) goes to the log, at debug for a
+	// refusal; the summary line (logDone) carries the reason.
 	if code >= 500 {
-		s.log.Warn("webhook failed", "receiver", rc.Name, "code", code, "reason", reason, "err", err)
+		s.log.Warn("webhook failed", "request_id", ex.id, "receiver", ex.rc.Name, "code", code, "reason", reason, "err", err)
 	} else {
-		s.log.Debug("webhook refused", "receiver", rc.Name, "code", code, "reason", reason, "err", err)
+		s.log.Debug("webhook refused", "request_id", ex.id, "receiver", ex.rc.Name, "code", code, "reason", reason, "err", err)
 	}
 	writeJSON(w, code, errorBody{Error: msg, Reason: reason})
 	return code

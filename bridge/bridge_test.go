@@ -61,6 +61,7 @@ type rig struct {
 }
 
 type rigOptions struct {
+	log        *slog.Logger // default: testLogger
 	bridgeVars map[string]string
 	verifier   auth.Verifier // default: Mist's HMAC with secret
 	topics     []string      // the receiver's allowed topics
@@ -80,7 +81,10 @@ func testLogger(t testing.TB) *slog.Logger {
 // the in-process Kafka-protocol broker kfake) and a bridge in front of them.
 func newRig(t testing.TB, o rigOptions) *rig {
 	t.Helper()
-	log := testLogger(t)
+	log := o.log
+	if log == nil {
+		log = testLogger(t)
+	}
 	ctx := context.Background()
 	r := &rig{}
 	var outs []bridge.Output

@@ -66,6 +66,10 @@ type Config struct {
 	BodyIdleTimeout time.Duration `env:"BODY_IDLE_TIMEOUT" envDefault:"5s"`
 	// IdleTimeout closes idle keep-alive connections.
 	IdleTimeout time.Duration `env:"IDLE_TIMEOUT" envDefault:"120s"`
+	// LogRequests writes one info line per webhook request (request id,
+	// receiver, topic, events, status, duration); failures are logged
+	// either way.
+	LogRequests bool `env:"LOG_REQUESTS" envDefault:"true"`
 	// DrainDelay is how long the bridge keeps serving after SIGTERM with
 	// /readyz answering 503, so load balancers stop sending to it before
 	// it stops listening. Keep-alive connections are told to close on

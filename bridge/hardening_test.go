@@ -314,3 +314,33 @@ func TestAdmitWaitZero(t *testing.T) {
 		t.Fatalf("idle bridge with ADMIT_WAIT=0: %d %v, want 200", a.code, a.body)
 	}
 }
+
+// TestRequestID: every answer carries X-Request-Id; a sane incoming one is
+// kept, anything else replaced by one of the bridge's own.
+func TestRequestID(t *testing.T) {
+	r := newRig(t, rigOptions{noKafka: true})
+	body := loadgen.Body("device-events", 0, 1)
+	for _, tt := range []struct{ name, in, want string }{
+		{"none", "", ""},
+		{"sane kept", "mist-7f3a.9:1_b", "mist-7f3a.9:1_b"},
+		{"newline replaced", "a\tb", ""},
+		{"too long replaced", strings.Repeat("a", 129), ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := signed(body)
+			if tt.in != "" {
+				h["X-Request-Id"] = tt.in
+			}
+			a := post(t, r.url+"/webhooks/mist", body, h)
+			got := a.header.Get("X-Request-Id")
+			switch {
+			case a.code != 200:
+				t.Fatalf("%d %v", a.code, a.body)
+			case tt.want != "" && got != tt.want:
+				t.Errorf("X-Request-Id %q, want the sender's %q", got, tt.want)
+			case tt.want == "" && (got == "" || got == tt.in):
+				t.Errorf("X-Request-Id %q, want a new id", got)
+			}
+		})
+	}
+}

@@ -124,13 +124,18 @@ func (s *Server) pickHEC(set *receiverSet) *Receiver {
 
 func (s *Server) handleHEC(w http.ResponseWriter, r *http.Request, rc *Receiver, raw bool) {
 	start := time.Now()
+	var ex exchange
+	ex.begin(w, r, start)
+	ex.rc = rc
 	n, err := s.ingestHEC(w, r, rc, raw)
-	code := s.answerHEC(w, rc, n, err)
+	ex.events = n
+	code := s.answerHEC(w, &ex, n, err)
 	if code == http.StatusOK {
 		auth.Commit(rc.Verifier, r)
 	}
-	s.metrics.requests.WithLabelValues(rc.Name, strconv.Itoa(code)).Inc()
+	s.metrics.requests.WithLabelValues(rc.Name, statusLabel(code)).Inc()
 	s.metrics.duration.WithLabelValues(rc.Name).Observe(time.Since(start).Seconds())
+	s.logDone(r.Context(), &ex, code, "hec")
 }
 
 // ingestHEC runs one HEC request through the pipeline and returns how many
@@ -251,7 +256,8 @@ func mergeByTopic(in []codec.Batch) []codec.Batch {
 // answerHEC writes HEC's answer for the outcome of a request and returns
 // its status code. It maps what [classify] maps for /webhooks/ onto HEC's
 // codes.
-func (s *Server) answerHEC(w http.ResponseWriter, rc *Receiver, n int, err error) int {
+func (s *Server) answerHEC(w http.ResponseWriter, ex *exchange, n int, err error) int {
+	rc := ex.rc
 	if err == nil {
 		writeJSON(w, http.StatusOK, hecAnswer{Text: "Success", Code: hecSuccess})
 		return http.StatusOK
@@ -288,10 +294,11 @@ func (s *Server) answerHEC(w http.ResponseWriter, rc *Receiver, n int, err error
 		status, a = http.StatusServiceUnavailable, hecAnswer{Text: "Server is busy", Code: hecServerBusy}
 		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(s.cfg.RetryAfter.Round(time.Second)/time.Second))))
 	}
+	ex.reason = reason
 	if status >= 500 {
-		s.log.Warn("hec request failed", "receiver", rc.Name, "code", status, "reason", reason, "delivered", n, "err", err)
+		s.log.Warn("hec request failed", "request_id", ex.id, "receiver", rc.Name, "code", status, "reason", reason, "delivered", n, "err", err)
 	} else {
-		s.log.Debug("hec request refused", "receiver", rc.Name, "code", status, "reason", reason, "err", err)
+		s.log.Debug("hec request refused", "request_id", ex.id, "receiver", rc.Name, "code", status, "reason", reason, "err", err)
 	}
 	writeJSON(w, status, a)
 	return status

@@ -27,23 +27,28 @@ var errMediaType = errors.New("bridge: unsupported content type")
 // handleWebhook is POST /webhooks/{receiver}.
 func (s *Server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	var ex exchange
+	ex.begin(w, r, start)
 	rc := s.receiver(r.PathValue("receiver"))
 	if rc == nil {
 		writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("no receiver named %q", r.PathValue("receiver")), Reason: "unknown_receiver"})
 		return
 	}
-	n, err := s.ingest(w, r, rc, start)
-	code := s.answer(w, rc, n, err)
+	ex.rc = rc
+	n, err := s.ingest(w, r, &ex)
+	code := s.answer(w, &ex, n, err)
 	if code == http.StatusOK {
 		auth.Commit(rc.Verifier, r) // only now is the delivery remembered as done
 	}
 	s.metrics.requests.WithLabelValues(rc.Name, statusLabel(code)).Inc()
 	s.metrics.duration.WithLabelValues(rc.Name).Observe(time.Since(start).Seconds())
+	s.logDone(r.Context(), &ex, code, "webhook")
 }
 
 // ingest runs one request through the pipeline and returns how many events
 // are safe at the brokers.
-func (s *Server) ingest(w http.ResponseWriter, r *http.Request, rc *Receiver, start time.Time) (int, error) {
+func (s *Server) ingest(w http.ResponseWriter, r *http.Request, ex *exchange) (int, error) {
+	rc := ex.rc
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		return 0, errMethod
@@ -78,12 +83,14 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request, rc *Receiver, st
 	if topic == "" {
 		topic = rc.DefaultTopic
 	}
+	ex.topic = topic
 	batch, err := codec.Split(body.Bytes(), topic)
 	if err != nil {
 		return 0, err
 	}
+	ex.topic, ex.events = batch.Topic, len(batch.Events)
 	if s.archive != nil {
-		s.archiveBody(r, rc, start, topic, body.Bytes())
+		s.archiveBody(r, ex, topic, body.Bytes())
 	}
 	return s.publish(r.Context(), rc, batch)
 }
@@ -125,15 +132,15 @@ func (s *Server) verify(rc *Receiver, r *http.Request, body []byte) error {
 
 // archiveBody hands a verified body to the archive; a failure is logged
 // and counted, not answered.
-func (s *Server) archiveBody(r *http.Request, rc *Receiver, received time.Time, topic string, body []byte) {
+func (s *Server) archiveBody(r *http.Request, ex *exchange, topic string, body []byte) {
 	err := s.archive.Archive(r.Context(), ArchiveRecord{
-		Receiver: rc.Name, Received: received, Topic: topic,
+		Receiver: ex.rc.Name, Received: ex.start, Topic: topic,
 		ContentType: r.Header.Get("Content-Type"), UserAgent: r.Header.Get("User-Agent"),
 		Body: body,
 	})
 	if err != nil {
 		s.metrics.archiveFailures.Inc()
-		s.log.Warn("archiving a request failed", "receiver", rc.Name, "err", err)
+		s.log.Warn("archiving a request failed", "request_id", ex.id, "receiver", ex.rc.Name, "err", err)
 	}
 }
 

@@ -41,6 +41,7 @@ var fieldHelp = map[string]string{
 	"bridge.Config.DrainDelay":               "How long the bridge keeps serving after SIGTERM with /readyz answering 503, so load balancers stop sending to it before it stops listening.",
 	"bridge.Config.IdleTimeout":              "IdleTimeout closes idle keep-alive connections.",
 	"bridge.Config.ListenAddr":               "The HTTP listen address.",
+	"bridge.Config.LogRequests":              "LogRequests writes one info line per webhook request (request id, receiver, topic, events, status, duration); failures are logged either way.",
 	"bridge.Config.MaxBodyBytes":             "MaxBodyBytes caps one request body; larger bodies get 413.",
 	"bridge.Config.MaxConnections":           "MaxConnections caps the open client connections; more wait in the kernel's accept queue, costing the process no memory.",
 	"bridge.Config.MaxConnectionsPerIP":      "MaxConnectionsPerIP caps the open connections of one client address, so one source cannot take every slot of MaxConnections; a connection over the cap is closed at once.",
