@@ -259,6 +259,8 @@ Usage: mistbridge [-h]          run the bridge
   deadletter list|replay
                        inspect dead letters, and publish them again after a fix
   replay --since T     publish again what the raw archive kept (MISTBRIDGE_ARCHIVE_RETENTION)
+  tail [--kafka] [--topic T] [--org O] [--site S] [--json]
+                       print the CloudEvents as they arrive on NATS (or Kafka)
 
 The bridge is configured only through the environment. With nothing but
 MISTBRIDGE_WEBHOOK_SECRET set it starts an embedded NATS server (JetStream,

@@ -48,6 +48,8 @@ func mainCode() int {
 			return replayCommand(os.Args[2:], os.Stdout, os.Stderr)
 		case "deadletter":
 			return deadletterCommand(os.Args[2:], os.Stdout, os.Stderr)
+		case "tail":
+			return tailCommand(os.Args[2:], os.Stdout, os.Stderr)
 		}
 	}
 	fs := flag.NewFlagSet("mistbridge", flag.ContinueOnError)
