@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/mistbridge/mistbridge/bridge"
 	"github.com/mistbridge/mistbridge/bridge/auth"
 	"github.com/mistbridge/mistbridge/codec"
@@ -63,6 +66,12 @@ type handlerRig struct {
 // named stub outputs, and a Mist-signed request of a 10-event body.
 func newHandlerRig(t testing.TB, outputNames ...string) *handlerRig {
 	t.Helper()
+	return newTracedHandlerRig(t, nil, outputNames...)
+}
+
+// newTracedHandlerRig is newHandlerRig with the given tracer (nil: off).
+func newTracedHandlerRig(t testing.TB, tracer trace.Tracer, outputNames ...string) *handlerRig {
+	t.Helper()
 	hr := &handlerRig{events: 10}
 	var outs []bridge.Output
 	for _, n := range outputNames {
@@ -82,7 +91,8 @@ func newHandlerRig(t testing.TB, outputNames ...string) *handlerRig {
 		Router:    router,
 		Receivers: []*bridge.Receiver{{Name: "mist", Verifier: v}},
 		// As in production: the access log on, at info, to a real handler.
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Tracer: tracer,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -181,6 +191,28 @@ func BenchmarkHandlerStub(b *testing.B) {
 					b.Fatalf("output %s got %d events, want %d", o.name, got, b.N*hr.events)
 				}
 			}
+		})
+	}
+}
+
+// BenchmarkHandlerTracing is BenchmarkHandlerStub's one-output request
+// with tracing off (no tracer: what runs unless OTEL_EXPORTER_OTLP_ENDPOINT
+// is set) and on (the OpenTelemetry SDK sampling every request, its spans
+// recorded and dropped: the instrumentation's cost without an exporter's).
+func BenchmarkHandlerTracing(b *testing.B) {
+	for _, bc := range []struct {
+		name   string
+		tracer trace.Tracer
+	}{{"off", nil}, {"on", sdktrace.NewTracerProvider().Tracer("bench")}} {
+		b.Run(bc.name, func(b *testing.B) {
+			hr := newTracedHandlerRig(b, bc.tracer, "nats")
+			b.ReportAllocs()
+			for b.Loop() {
+				if code := hr.serve(); code != http.StatusOK {
+					b.Fatalf("status %d: %s", code, hr.w.body.String())
+				}
+			}
+			b.ReportMetric(float64(b.N*hr.events)/b.Elapsed().Seconds(), "events/s")
 		})
 	}
 }

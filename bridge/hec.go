@@ -127,9 +127,11 @@ func (s *Server) handleHEC(w http.ResponseWriter, r *http.Request, rc *Receiver,
 	var ex exchange
 	ex.begin(w, r, start)
 	ex.rc = rc
+	r, span := s.startRequest(r, &ex, "POST /services/collector")
 	n, err := s.ingestHEC(w, r, rc, raw)
 	ex.events = n
 	code := s.answerHEC(w, &ex, n, err)
+	endRequest(span, &ex, code)
 	if code == http.StatusOK {
 		auth.Commit(rc.Verifier, r)
 	}

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/mistbridge/mistbridge/bridge/auth"
@@ -29,14 +30,18 @@ func (s *Server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	var ex exchange
 	ex.begin(w, r, start)
+	r, span := s.startRequest(r, &ex, "POST /webhooks/{receiver}")
 	rc := s.receiver(r.PathValue("receiver"))
 	if rc == nil {
 		writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("no receiver named %q", r.PathValue("receiver")), Reason: "unknown_receiver"})
+		ex.reason = "unknown_receiver"
+		endRequest(span, &ex, http.StatusNotFound)
 		return
 	}
 	ex.rc = rc
 	n, err := s.ingest(w, r, &ex)
 	code := s.answer(w, &ex, n, err)
+	endRequest(span, &ex, code)
 	if code == http.StatusOK {
 		auth.Commit(rc.Verifier, r) // only now is the delivery remembered as done
 	}
@@ -59,7 +64,10 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request, ex *exchange) (i
 	// Every check that needs no body (source address, required headers,
 	// the signature header's presence, a whole token scheme) runs before
 	// anything is held, so an unknown sender holds no admission room.
-	if err := s.precheck(rc, r); err != nil {
+	_, sp := startSpan(r.Context(), "auth.precheck")
+	err := s.precheck(rc, r)
+	endSpan(sp, err)
+	if err != nil {
 		// The body is not read: close rather than wait for it to arrive.
 		w.Header().Set("Connection", "close")
 		return 0, err
@@ -72,7 +80,10 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request, ex *exchange) (i
 	}
 	defer hold.release()
 	if !verified {
-		if err := s.verify(rc, r, body.Bytes()); err != nil {
+		_, sp := startSpan(r.Context(), "auth.verify")
+		err := s.verify(rc, r, body.Bytes())
+		endSpan(sp, err)
+		if err != nil {
 			return 0, err
 		}
 		if err := hold.verified(r.Context()); err != nil {
@@ -84,7 +95,9 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request, ex *exchange) (i
 		topic = rc.DefaultTopic
 	}
 	ex.topic = topic
+	_, sp = startSpan(r.Context(), "split")
 	batch, err := codec.Split(body.Bytes(), topic)
+	endSpan(sp, err)
 	if err != nil {
 		return 0, err
 	}
@@ -423,9 +436,16 @@ func (s *Server) publish(ctx context.Context, rc *Receiver, batches ...codec.Bat
 		ptrs = append(ptrs, &evs[i])
 	}
 	bufs.evs, bufs.ptrs = evs, ptrs
+	stampTrace(ctx, evs)
 	dctx, cancel := context.WithTimeout(ctx, s.cfg.DeliveryTimeout)
 	defer cancel()
-	if err := s.delivery.Deliver(dctx, ptrs); err != nil {
+	dctx, sp := startSpan(dctx, "deliver")
+	if sp != nil {
+		sp.SetAttributes(attribute.Int("mistbridge.events", n))
+	}
+	err := s.delivery.Deliver(dctx, ptrs)
+	endSpan(sp, err)
+	if err != nil {
 		return 0, err
 	}
 	for _, b := range batches {

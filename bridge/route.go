@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/mistbridge/mistbridge/codec"
 )
 
@@ -326,7 +328,7 @@ func (r *Router) Deliver(ctx context.Context, events []*codec.Event) error {
 		return err
 	}
 	if len(groups) == 1 {
-		return r.outputs[groups[0].Output].Deliver(ctx, groups[0].Events)
+		return r.publish(ctx, groups[0])
 	}
 	errs := make([]error, len(groups))
 	var wg sync.WaitGroup
@@ -334,10 +336,22 @@ func (r *Router) Deliver(ctx context.Context, events []*codec.Event) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[1+i] = r.outputs[g.Output].Deliver(ctx, g.Events)
+			errs[1+i] = r.publish(ctx, g)
 		}()
 	}
-	errs[0] = r.outputs[groups[0].Output].Deliver(ctx, groups[0].Events)
+	errs[0] = r.publish(ctx, groups[0])
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// publish delivers g to its output, in a span of its own when traced.
+func (r *Router) publish(ctx context.Context, g Group) error {
+	if !traced(ctx) {
+		return r.outputs[g.Output].Deliver(ctx, g.Events)
+	}
+	ctx, sp := startSpan(ctx, "publish "+g.Output)
+	sp.SetAttributes(attribute.String("mistbridge.sink", g.Output), attribute.Int("mistbridge.events", len(g.Events)))
+	err := r.outputs[g.Output].Deliver(ctx, g.Events)
+	endSpan(sp, err)
+	return err
 }

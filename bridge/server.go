@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/netutil"
 
 	"github.com/mistbridge/mistbridge/bridge/auth"
@@ -91,6 +92,10 @@ type Options struct {
 	// events are published (MISTBRIDGE_ARCHIVE_RETENTION). Its failure is
 	// logged and counted, and does not fail the request.
 	Archive Archiver
+	// Tracer, when set, traces every webhook request (a span per request,
+	// children for auth, split, delivery and each publish) and stamps the
+	// trace context on every CloudEvent. Nil means tracing off, at no cost.
+	Tracer trace.Tracer
 	// Log is the logger; the default discards.
 	Log *slog.Logger
 	// Registry receives the metrics and is served on /metrics; the default
@@ -110,6 +115,7 @@ type Server struct {
 	receivers atomic.Pointer[receiverSet]
 	delivery  Delivery
 	archive   Archiver
+	tracer    trace.Tracer
 	admit     *admission
 	metrics   *metrics
 	registry  *prometheus.Registry
@@ -142,6 +148,7 @@ func New(cfg Config, o Options) (*Server, error) {
 		log:      o.Log,
 		delivery: o.Delivery,
 		archive:  o.Archive,
+		tracer:   o.Tracer,
 		admit:    newAdmission(cfg.MaxInflightEvents, cfg.MaxInflightBytes),
 		metrics:  newMetrics(o.Registry),
 		registry: o.Registry,

@@ -31,6 +31,8 @@ const (
 	attrSite
 	attrTopic
 	attrPartitionKey
+	attrTraceParent
+	attrTraceState
 	numAttrs
 )
 
@@ -38,12 +40,14 @@ var kafkaKeys = [numAttrs]string{
 	KafkaPrefix + "id", KafkaPrefix + "source", KafkaPrefix + "specversion", KafkaPrefix + "type",
 	ContentTypeHeader, KafkaPrefix + "time",
 	KafkaPrefix + ExtOrg, KafkaPrefix + ExtSite, KafkaPrefix + ExtTopic, KafkaPrefix + ExtPartitionKey,
+	KafkaPrefix + ExtTraceParent, KafkaPrefix + ExtTraceState,
 }
 
 var natsKeys = [numAttrs]string{
 	NATSPrefix + "id", NATSPrefix + "source", NATSPrefix + "specversion", NATSPrefix + "type",
 	ContentTypeHeader, NATSPrefix + "time",
 	NATSPrefix + ExtOrg, NATSPrefix + ExtSite, NATSPrefix + ExtTopic, NATSPrefix + ExtPartitionKey,
+	NATSPrefix + ExtTraceParent, NATSPrefix + ExtTraceState,
 }
 
 // natsHeaderRoom sizes the map NATSMessage returns: its headers plus three
@@ -91,6 +95,13 @@ func (a *binaryAttrs) read(e *Event) {
 		a.always(attrPartitionKey, org)
 	default:
 		a.always(attrPartitionKey, BoundValue(e.Topic))
+	}
+	// The distributed-tracing extension, only when the request was traced.
+	if e.TraceParent != "" {
+		a.always(attrTraceParent, e.TraceParent)
+		if e.TraceState != "" {
+			a.always(attrTraceState, e.TraceState)
+		}
 	}
 }
 

@@ -83,6 +83,12 @@ func (e *Event) CloudEvent() event.Event {
 	}
 	ce.SetExtension(ExtTopic, e.Topic)
 	ce.SetExtension(ExtPartitionKey, e.PartitionKey())
+	if e.TraceParent != "" {
+		ce.SetExtension(ExtTraceParent, e.TraceParent)
+		if e.TraceState != "" {
+			ce.SetExtension(ExtTraceState, e.TraceState)
+		}
+	}
 	return ce
 }
 

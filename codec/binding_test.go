@@ -20,7 +20,7 @@ import (
 
 // binaryOrder is the order the direct writers emit headers in, by name
 // after the prefix (see KafkaRecord). It is fixed but not a contract.
-var binaryOrder = []string{"id", "source", "specversion", "type", "content-type", "time", "mistorg", "mistsite", "misttopic", "partitionkey"}
+var binaryOrder = []string{"id", "source", "specversion", "type", "content-type", "time", "mistorg", "mistsite", "misttopic", "partitionkey", "traceparent", "tracestate"}
 
 // checkBinary holds the direct binary-mode writers to the CloudEvents
 // SDK's binding writer for ev: the same header names and values, byte for
@@ -163,6 +163,9 @@ func TestBinaryHeadersMatchSDK(t *testing.T) {
 		ev   codec.Event
 	}{
 		{"zero event", codec.Event{}},
+		{"traced", codec.Event{ID: "a", Topic: "t", Site: "s", TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}},
+		{"traced with state", codec.Event{ID: "a", Topic: "t", TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", TraceState: "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"}},
+		{"state without parent", codec.Event{ID: "a", Topic: "t", TraceState: "rojo=1"}},
 		{"id and type trimmed", codec.Event{ID: " \tid-1\n", Type: "  com.juniper.mist.x ", Topic: "x"}},
 		{"blank id and type", codec.Event{ID: "   ", Type: "\t", Topic: "x"}},
 		{"source with space", codec.Event{ID: "a", Source: "/mist/orgs/a b", Topic: "t"}},
@@ -215,6 +218,9 @@ func FuzzBinaryHeaders(f *testing.F) {
 			Org:    org,
 			Site:   site,
 			Data:   data,
+			// The id doubles as trace state: any text, to reach the
+			// writers' encoding of it.
+			TraceParent: source, TraceState: id,
 		}
 		if sec != 0 || nsec != 0 {
 			hand.Time = time.Unix(sec, nsec).In(time.FixedZone("z", int(nsec%86400)))

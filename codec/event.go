@@ -24,6 +24,11 @@ const (
 	ExtSite         = "mistsite"
 	ExtTopic        = "misttopic"
 	ExtPartitionKey = "partitionkey"
+	// ExtTraceParent and ExtTraceState are the CloudEvents
+	// distributed-tracing extension: the W3C trace context of the webhook
+	// request that carried the event, so a consumer can join its trace.
+	ExtTraceParent = "traceparent"
+	ExtTraceState  = "tracestate"
 )
 
 // Event is one webhook event with its CloudEvent attributes. Data holds the
@@ -47,6 +52,11 @@ type Event struct {
 	// say, so an Event built by hand needs them only for an empty id.
 	OrgSet, SiteSet bool
 	Data            []byte
+	// TraceParent and TraceState are the W3C trace context of the request
+	// that carried the event (the distributed-tracing extension), set by
+	// the bridge only when it traces; "" otherwise. They are not part of
+	// the id.
+	TraceParent, TraceState string
 }
 
 // PartitionKey is the Kafka record key, which keeps a site's events in

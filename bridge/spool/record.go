@@ -18,6 +18,10 @@ const recordVersion = 1
 const (
 	flagOrgSet  = 1 << 0
 	flagSiteSet = 1 << 1
+	// flagTrace: the trace context (TraceParent, TraceState) follows the
+	// flags. A record without it is byte for byte what it was before
+	// tracing existed, so version 1 stays version 1.
+	flagTrace = 1 << 2
 )
 
 // errRecord is wrapped by every decoding failure.
@@ -27,7 +31,8 @@ var errRecord = errors.New("spool: bad record")
 //
 //	version byte (1)
 //	uvarint-length-prefixed strings: ID, Type, Source, Topic, Org, Site
-//	flags byte: bit 0 OrgSet, bit 1 SiteSet (other bits 0)
+//	flags byte: bit 0 OrgSet, bit 1 SiteSet, bit 2 traced (other bits 0)
+//	when traced: uvarint-length-prefixed TraceParent, TraceState
 //	Time: byte 0 (zero time) or 1 followed by varint Unix seconds and
 //	      uvarint nanoseconds (the time is read back in UTC)
 //	received: varint Unix nanoseconds
@@ -47,7 +52,17 @@ func encodeRecord(dst []byte, ev *codec.Event, recv time.Time) []byte {
 	if ev.SiteSet {
 		flags |= flagSiteSet
 	}
+	traced := ev.TraceParent != "" || ev.TraceState != ""
+	if traced {
+		flags |= flagTrace
+	}
 	dst = append(dst, flags)
+	if traced {
+		for _, s := range [...]string{ev.TraceParent, ev.TraceState} {
+			dst = binary.AppendUvarint(dst, uint64(len(s)))
+			dst = append(dst, s...)
+		}
+	}
 	if ev.Time.IsZero() {
 		dst = append(dst, 0)
 	} else {
@@ -63,7 +78,8 @@ func encodeRecord(dst []byte, ev *codec.Event, recv time.Time) []byte {
 // recordSize is an upper bound of the encoding's length, to size buffers.
 func recordSize(ev *codec.Event) int {
 	return 2 + 6*binary.MaxVarintLen64 + len(ev.ID) + len(ev.Type) + len(ev.Source) +
-		len(ev.Topic) + len(ev.Org) + len(ev.Site) + 1 + 3*binary.MaxVarintLen64 + len(ev.Data)
+		len(ev.Topic) + len(ev.Org) + len(ev.Site) + 1 + 3*binary.MaxVarintLen64 + len(ev.Data) +
+		2*binary.MaxVarintLen64 + len(ev.TraceParent) + len(ev.TraceState)
 }
 
 // decodeRecord reads a record written by encodeRecord. The event's Data
@@ -81,10 +97,13 @@ func decodeRecord(b []byte) (codec.Event, time.Time, error) {
 		*s = string(d.bytes())
 	}
 	flags := d.byte()
-	if flags&^(flagOrgSet|flagSiteSet) != 0 {
+	if flags&^(flagOrgSet|flagSiteSet|flagTrace) != 0 {
 		d.fail("unknown flags")
 	}
 	ev.OrgSet, ev.SiteSet = flags&flagOrgSet != 0, flags&flagSiteSet != 0
+	if flags&flagTrace != 0 {
+		ev.TraceParent, ev.TraceState = string(d.bytes()), string(d.bytes())
+	}
 	switch d.byte() {
 	case 0:
 	case 1:

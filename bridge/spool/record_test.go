@@ -20,7 +20,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 // recordFields are the codec.Event fields the record encoding carries. A
 // field added to codec.Event fails TestRecordCarriesEveryField until the
 // encoding (a new version) carries it too.
-var recordFields = []string{"ID", "Type", "Source", "Time", "Topic", "Org", "Site", "OrgSet", "SiteSet", "Data"}
+var recordFields = []string{"ID", "Type", "Source", "Time", "Topic", "Org", "Site", "OrgSet", "SiteSet", "Data", "TraceParent", "TraceState"}
 
 func TestRecordCarriesEveryField(t *testing.T) {
 	var got []string
@@ -46,32 +46,42 @@ func goldenEvent() (codec.Event, time.Time) {
 	}, time.Unix(1700000001, 5)
 }
 
-// TestRecordGolden pins version 1 of the encoding: a change must rewrite
-// testdata/record-v1.hex on purpose (go test -run TestRecordGolden -update)
-// and keep decoding the old file.
+// TestRecordGolden pins version 1 of the encoding, without and with a
+// trace context: a change must rewrite testdata/record-v1*.hex on purpose
+// (go test -run TestRecordGolden -update) and keep decoding the old files.
 func TestRecordGolden(t *testing.T) {
-	ev, recv := goldenEvent()
-	got := encodeRecord(nil, &ev, recv)
-	path := filepath.Join("testdata", "record-v1.hex")
-	if *update {
-		if err := os.WriteFile(path, []byte(hex.Dump(got)), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if hex.Dump(got) != string(want) {
-		t.Fatalf("encoding changed:\n got %s\nwant %s", hex.Dump(got), want)
-	}
-	raw := undump(t, string(want))
-	dec, drecv, err := decodeRecord(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(dec, ev) || !drecv.Equal(recv) {
-		t.Fatalf("golden record decodes to %+v at %v, want %+v at %v", dec, drecv, ev, recv)
+	plain, recv := goldenEvent()
+	traced := plain
+	traced.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	traced.TraceState = "rojo=00f067aa0ba902b7"
+	for _, tt := range []struct {
+		file string
+		ev   codec.Event
+	}{{"record-v1.hex", plain}, {"record-v1-traced.hex", traced}} {
+		t.Run(tt.file, func(t *testing.T) {
+			got := encodeRecord(nil, &tt.ev, recv)
+			path := filepath.Join("testdata", tt.file)
+			if *update {
+				if err := os.WriteFile(path, []byte(hex.Dump(got)), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if hex.Dump(got) != string(want) {
+				t.Fatalf("encoding changed:\n got %s\nwant %s", hex.Dump(got), want)
+			}
+			raw := undump(t, string(want))
+			dec, drecv, err := decodeRecord(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(dec, tt.ev) || !drecv.Equal(recv) {
+				t.Fatalf("golden record decodes to %+v at %v, want %+v at %v", dec, drecv, tt.ev, recv)
+			}
+		})
 	}
 }
 

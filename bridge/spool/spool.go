@@ -17,6 +17,8 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/mistbridge/mistbridge/bridge"
 	"github.com/mistbridge/mistbridge/codec"
@@ -280,6 +282,12 @@ func (s *Spool) deliverTo(ctx context.Context, name string, evs []*codec.Event, 
 
 // append encodes evs and appends them to l as one unit.
 func (s *Spool) append(ctx context.Context, l *wlog, evs []*codec.Event, recv time.Time) error {
+	if parent := trace.SpanFromContext(ctx); parent.IsRecording() { // traced: a span of its own
+		var sp trace.Span
+		ctx, sp = parent.TracerProvider().Tracer(bridge.TracerName).Start(ctx, "spool.append "+l.name,
+			trace.WithAttributes(attribute.Int("mistbridge.events", len(evs))))
+		defer sp.End()
+	}
 	payloads := make([][]byte, len(evs))
 	for i, ev := range evs {
 		payloads[i] = encodeRecord(make([]byte, 0, recordSize(ev)), ev, recv)

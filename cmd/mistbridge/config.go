@@ -58,6 +58,10 @@ type config struct {
 	// ReceiversKey, when set (base64 of 32 bytes), encrypts stored receiver
 	// credentials with AES-256-GCM.
 	ReceiversKey string `env:"RECEIVERS_KEY"`
+	// Tracing turns OpenTelemetry tracing on even without
+	// OTEL_EXPORTER_OTLP_ENDPOINT (then the SDK's default endpoint,
+	// localhost:4318, is used); the standard OTEL_* variables configure it.
+	Tracing bool `env:"TRACING"`
 	// PublicURL is the base of the ingest URLs the receivers API shows,
 	// e.g. https://hooks.example.com; the default is the request's host.
 	PublicURL string           `env:"PUBLIC_URL"`

@@ -81,6 +81,7 @@ var fieldHelp = map[string]string{
 	"main.config.PublicURL":                  "The base of the ingest URLs the receivers API shows, e.g. https://hooks.example.com; the default is the request's host.",
 	"main.config.ReceiversKey":               "ReceiversKey, when set (base64 of 32 bytes), encrypts stored receiver credentials with AES-256-GCM.",
 	"main.config.Sinks":                      "Sinks lists the outputs: nats, kafka or both.",
+	"main.config.Tracing":                    "Tracing turns OpenTelemetry tracing on even without OTEL_EXPORTER_OTLP_ENDPOINT (then the SDK's default endpoint, localhost:4318, is used); the standard OTEL_* variables configure it.",
 	"natssink.Config.ContentMode":            "The CloudEvents content mode, \"binary\" (the default: ce- headers and the event's bytes as the payload) or \"structured\".",
 	"natssink.Config.CreateStream":           "CreateStream creates Stream when it does not exist (the default from the environment).",
 	"natssink.Config.CredsFile":              "A NATS credentials file (user JWT and nkey seed).",

@@ -22,6 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/mistbridge/mistbridge/bridge"
 	"github.com/mistbridge/mistbridge/bridge/archive"
@@ -160,6 +161,21 @@ func run(ctx context.Context, cfg config, verifier auth.Verifier, log *slog.Logg
 			log.Warn("closing the spool", "err", err)
 		}
 	}()
+	var tracer trace.Tracer // nil: tracing off, at no cost
+	if tracingWanted(cfg, os.Getenv) {
+		t, shutdown, err := newTracer(ctx, log)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := shutdown(sctx); err != nil {
+				log.Warn("flushing traces", "err", err)
+			}
+		}()
+		tracer = t
+	}
 	var arc bridge.Archiver // stays a nil interface when off
 	if cfg.Archive.Enabled() {
 		a, err := archive.Open(cfg.Archive, log, reg)
@@ -201,6 +217,7 @@ func run(ctx context.Context, cfg config, verifier auth.Verifier, log *slog.Logg
 		Receivers: []*bridge.Receiver{{Name: cfg.Bridge.Receiver, Verifier: verifier, DefaultTopic: cfg.Bridge.DefaultTopic, Topics: cfg.Bridge.Topics}},
 		API:       api,
 		Archive:   arc,
+		Tracer:    tracer,
 		Log:       log,
 		Registry:  reg,
 	})

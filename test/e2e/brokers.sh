@@ -252,7 +252,12 @@ start_kafka() { # start_kafka [fresh]
 	local dir="$STATE/kafka"
 	if [ ! -f "$dir/data/meta.properties" ]; then
 		local id
-		id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)"
+		# A base64url id may start with '-', which the tool would read as an
+		# option (1 run in 64 failed so): draw again until it does not.
+		id=-
+		while [ "${id#-}" != "$id" ]; do
+			id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)"
+		done
 		log "kafka: formatting KRaft storage (cluster $id)"
 		kafka_java kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties"
 		"${KAFKA_JAVA[@]}" >"$dir/format.log" 2>&1 || {
