@@ -137,6 +137,9 @@ func (s *Server) handleHEC(w http.ResponseWriter, r *http.Request, rc *Receiver,
 	}
 	s.metrics.requests.WithLabelValues(rc.Name, statusLabel(code)).Inc()
 	s.metrics.duration.WithLabelValues(rc.Name).Observe(time.Since(start).Seconds())
+	if s.status != nil {
+		s.status.Request(rc.Name, ex.topic, n, code, ex.reason, start)
+	}
 	s.logDone(r.Context(), &ex, code, "hec")
 }
 

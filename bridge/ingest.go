@@ -47,6 +47,9 @@ func (s *Server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	s.metrics.requests.WithLabelValues(rc.Name, statusLabel(code)).Inc()
 	s.metrics.duration.WithLabelValues(rc.Name).Observe(time.Since(start).Seconds())
+	if s.status != nil {
+		s.status.Request(rc.Name, ex.topic, n, code, ex.reason, start)
+	}
 	s.logDone(r.Context(), &ex, code, "webhook")
 }
 
@@ -447,6 +450,9 @@ func (s *Server) publish(ctx context.Context, rc *Receiver, batches ...codec.Bat
 	endSpan(sp, err)
 	if err != nil {
 		return 0, err
+	}
+	if s.status != nil {
+		s.status.Events(ptrs)
 	}
 	for _, b := range batches {
 		s.metrics.events.WithLabelValues(rc.Name, b.Topic).Add(float64(len(b.Events)))

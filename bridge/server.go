@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/netutil"
 
 	"github.com/mistbridge/mistbridge/bridge/auth"
+	"github.com/mistbridge/mistbridge/codec"
 )
 
 // Receiver is one webhook endpoint: POST /webhooks/<Name>.
@@ -76,6 +77,16 @@ type ArchiveRecord struct {
 	Body []byte
 }
 
+// StatusRecorder is told what the status page shows. *status.Recorder
+// implements it; its methods are cheap and safe for concurrent use.
+type StatusRecorder interface {
+	// Request is called once per answered webhook request.
+	Request(receiver, topic string, events, code int, reason string, at time.Time)
+	// Events is called with the events of a request once they are safe;
+	// it reads them only during the call.
+	Events(evs []*codec.Event)
+}
+
 // Options are what a [Server] is built from besides its [Config].
 type Options struct {
 	// Delivery takes admitted events to the brokers and tells their health:
@@ -92,6 +103,13 @@ type Options struct {
 	// events are published (MISTBRIDGE_ARCHIVE_RETENTION). Its failure is
 	// logged and counted, and does not fail the request.
 	Archive Archiver
+	// Status, when set, is told of every answered webhook request and of
+	// the events accepted: the status page's figures (*status.Recorder).
+	Status StatusRecorder
+	// StatusPage, when set, serves the status page: GET / and GET
+	// /status.json, and its sign-in and sign-out forms (POST /status/login,
+	// POST /status/logout). Nil leaves / answering 404.
+	StatusPage http.Handler
 	// Tracer, when set, traces every webhook request (a span per request,
 	// children for auth, split, delivery and each publish) and stamps the
 	// trace context on every CloudEvent. Nil means tracing off, at no cost.
@@ -115,6 +133,7 @@ type Server struct {
 	receivers atomic.Pointer[receiverSet]
 	delivery  Delivery
 	archive   Archiver
+	status    StatusRecorder
 	tracer    trace.Tracer
 	admit     *admission
 	metrics   *metrics
@@ -148,6 +167,7 @@ func New(cfg Config, o Options) (*Server, error) {
 		log:      o.Log,
 		delivery: o.Delivery,
 		archive:  o.Archive,
+		status:   o.Status,
 		tracer:   o.Tracer,
 		admit:    newAdmission(cfg.MaxInflightEvents, cfg.MaxInflightBytes),
 		metrics:  newMetrics(o.Registry),
@@ -172,6 +192,12 @@ func New(cfg Config, o Options) (*Server, error) {
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
 	mux.HandleFunc("GET /readyz", s.handleReadyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{Registry: o.Registry}))
+	if o.StatusPage != nil {
+		mux.Handle("GET /{$}", o.StatusPage)
+		mux.Handle("GET /status.json", o.StatusPage)
+		mux.Handle("POST /status/login", o.StatusPage)
+		mux.Handle("POST /status/logout", o.StatusPage)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, errorBody{Error: "not found: webhooks go to POST /webhooks/<receiver>", Reason: "not_found"})
 	})

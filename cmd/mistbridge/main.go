@@ -29,6 +29,7 @@ import (
 	"github.com/mistbridge/mistbridge/bridge/auth"
 	"github.com/mistbridge/mistbridge/bridge/receivers"
 	"github.com/mistbridge/mistbridge/bridge/spool"
+	"github.com/mistbridge/mistbridge/bridge/status"
 	"github.com/mistbridge/mistbridge/sinks"
 	"github.com/mistbridge/mistbridge/sinks/kafkasink"
 	"github.com/mistbridge/mistbridge/sinks/natssink"
@@ -194,7 +195,8 @@ func run(ctx context.Context, cfg config, verifier auth.Verifier, log *slog.Logg
 		api  http.Handler
 		live *receivers.Live
 	)
-	if tokens := slices.DeleteFunc(slices.Clone(cfg.AdminToken), func(s string) bool { return strings.TrimSpace(s) == "" }); len(tokens) > 0 {
+	tokens := slices.DeleteFunc(slices.Clone(cfg.AdminToken), func(s string) bool { return strings.TrimSpace(s) == "" })
+	if len(tokens) > 0 {
 		var key []byte
 		if cfg.ReceiversKey != "" {
 			key, _ = receivers.ParseKey(cfg.ReceiversKey) // validated by loadConfig
@@ -212,14 +214,30 @@ func run(ctx context.Context, cfg config, verifier auth.Verifier, log *slog.Logg
 			OnChange: live.Sync, Log: rlog,
 		})
 	}
+	statusOpts := status.Options{Gatherer: reg}
+	if slices.Contains(cfg.Sinks, "nats") {
+		statusOpts.SubjectPrefix = cfg.NATS.SubjectPrefix
+	}
+	rec := status.New(statusOpts)
+	statusCtx, stopStatus := context.WithCancel(ctx)
+	statusDone := make(chan struct{})
+	go func() { defer close(statusDone); rec.Run(statusCtx) }()
+	defer func() { stopStatus(); <-statusDone }()
+	page := status.NewHandler(rec, status.HandlerOptions{
+		Tokens:     tokens,
+		SinkStates: func(ctx context.Context) map[string]string { return sp.Ready(ctx).Sinks },
+		Log:        log.With("component", "status"),
+	})
 	srv, err = bridge.New(cfg.Bridge, bridge.Options{
-		Delivery:  sp,
-		Receivers: []*bridge.Receiver{{Name: cfg.Bridge.Receiver, Verifier: verifier, DefaultTopic: cfg.Bridge.DefaultTopic, Topics: cfg.Bridge.Topics}},
-		API:       api,
-		Archive:   arc,
-		Tracer:    tracer,
-		Log:       log,
-		Registry:  reg,
+		Status:     rec,
+		StatusPage: page,
+		Delivery:   sp,
+		Receivers:  []*bridge.Receiver{{Name: cfg.Bridge.Receiver, Verifier: verifier, DefaultTopic: cfg.Bridge.DefaultTopic, Topics: cfg.Bridge.Topics}},
+		API:        api,
+		Archive:    arc,
+		Tracer:     tracer,
+		Log:        log,
+		Registry:   reg,
 	})
 	if err != nil {
 		return err
@@ -255,7 +273,8 @@ func printBanner(w io.Writer, log *slog.Logger, cfg config, addr net.Addr) {
 	if slices.Contains(cfg.Sinks, "kafka") {
 		fmt.Fprintf(w, "  Read from Kafka:    kcat -C -b %s -t %s -J\n", cfg.Kafka.Brokers[0], strings.ReplaceAll(cfg.Kafka.TopicTemplate, "{topic}", "device-events"))
 	}
-	fmt.Fprintf(w, "  Health: http://%s/readyz   Metrics: http://%s/metrics\n\n", net.JoinHostPort(host, port), net.JoinHostPort(host, port))
+	hp := net.JoinHostPort(host, port)
+	fmt.Fprintf(w, "  Status page: http://%s/   Health: http://%s/readyz   Metrics: http://%s/metrics\n\n", hp, hp, hp)
 }
 
 func newLogger(cfg config) *slog.Logger {

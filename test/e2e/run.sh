@@ -41,6 +41,7 @@ trap 'stop_brokers; trap - EXIT; exit 130' INT TERM
 
 mkdir -p "$E2E_STATE"
 "${BROKERS[@]}" install || harness_failure "installing the brokers failed"
+bash "$HERE/browser.sh" install || harness_failure "installing Chromium and the HTML checker (browser.sh) failed"
 "${BROKERS[@]}" start || harness_failure "starting the brokers failed"
 eval "$("${BROKERS[@]}" env | sed 's/^/export /')"
 echo "e2e: brokers up after $((SECONDS - t0))s: kafka $E2E_KAFKA, nats $E2E_NATS, state $E2E_STATE"
