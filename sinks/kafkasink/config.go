@@ -29,8 +29,8 @@ const envPrefix = "MISTBRIDGE_KAFKA_"
 const (
 	DefaultTopicTemplate   = "mist." + codec.TopicPlaceholder
 	DefaultDeadLetterTopic = "mistbridge.deadletter"
-	DefaultBatchTimeout    = 5 * time.Millisecond
-	DefaultBatchSize       = 100
+	DefaultBatchTimeout    = 0
+	DefaultBatchSize       = 1000
 	DefaultWriteTimeout    = 10 * time.Second
 )
 
@@ -67,14 +67,20 @@ type Config struct {
 	Compression string `env:"COMPRESSION" envDefault:"none"`
 
 	// BatchTimeout bounds how long a partition's batch waits to fill before
-	// it is sent. The default is 5ms: the bridge holds the webhook request
-	// open until the broker acknowledges, so latency matters more than size.
-	BatchTimeout time.Duration `env:"BATCH_TIMEOUT" envDefault:"5ms"`
+	// it is sent. The default, 0, sends a partition's records as soon as it
+	// has no produce request in flight, and the records that queue up while
+	// one is in flight go together in the next: batches grow with the load,
+	// and a Write with nothing else in flight waits for no timer. The bridge
+	// holds the webhook request open until the broker acknowledges, so
+	// latency matters more than size. A positive value makes a partition
+	// with fewer than BatchSize records queued wait that long for more
+	// (linger.ms in the Java client).
+	BatchTimeout time.Duration `env:"BATCH_TIMEOUT" envDefault:"0s"`
 
 	// BatchSize is the most records sent in one produce request per
-	// partition. The default is 100: kafka-go reserves this many message
-	// slots for every batch, so a larger value costs memory on every Write.
-	BatchSize int `env:"BATCH_SIZE" envDefault:"100"`
+	// partition. The default is 1000; a request also holds at most 1 MiB
+	// of records, the brokers' default message.max.bytes.
+	BatchSize int `env:"BATCH_SIZE" envDefault:"1000"`
 
 	// WriteTimeout bounds one produce request. The default is 10s.
 	WriteTimeout time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s"`
@@ -134,7 +140,7 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if c.BatchTimeout < 0 {
-		return fmt.Errorf("%sBATCH_TIMEOUT=%s is invalid: want a positive duration such as 5ms", envPrefix, c.BatchTimeout)
+		return fmt.Errorf("%sBATCH_TIMEOUT=%s is invalid: want 0 (no wait) or a positive duration such as 1ms", envPrefix, c.BatchTimeout)
 	}
 	if c.BatchSize < 0 {
 		return fmt.Errorf("%sBATCH_SIZE=%d is invalid: want a positive number of records", envPrefix, c.BatchSize)

@@ -61,7 +61,7 @@ func TestValidate(t *testing.T) {
 		{"batch size", func(c *Config) { c.BatchSize = -1 },
 			`MISTBRIDGE_KAFKA_BATCH_SIZE=-1 is invalid: want a positive number of records`},
 		{"batch timeout", func(c *Config) { c.BatchTimeout = -time.Second },
-			`MISTBRIDGE_KAFKA_BATCH_TIMEOUT=-1s is invalid: want a positive duration such as 5ms`},
+			`MISTBRIDGE_KAFKA_BATCH_TIMEOUT=-1s is invalid: want 0 (no wait) or a positive duration such as 1ms`},
 		{"write timeout", func(c *Config) { c.WriteTimeout = -time.Second },
 			`MISTBRIDGE_KAFKA_WRITE_TIMEOUT=-1s is invalid: want a positive duration such as 10s`},
 		{"CA without TLS", func(c *Config) { c.TLSCAFile = "ca.pem" },

@@ -53,6 +53,27 @@ const reconnectBufSize = -1
 // letter within the duplicate window.
 const deadLetterIDSuffix = ":deadletter"
 
+// The JetStream publishing of a connection is spread over publishShards
+// JetStream contexts, and each Write publishes through one of them in
+// turn. nats.go handles the PubAcks of a context in one goroutine, under
+// one lock, with one window of pending acks: with a single context the
+// acks of concurrent Writes queue behind one another, and a full window
+// stalls every Write.
+const publishShards = 4
+
+// publishWindow is the most PubAcks one shard waits for at once
+// (WithPublishAsyncMaxPending): publishShards × publishWindow messages may
+// be in flight on a connection, more than the bridge admits by default
+// (MISTBRIDGE_MAX_INFLIGHT_EVENTS=5000) plus what its spool delivers. A
+// Write that finds its shard full waits for room, at most PublishTimeout
+// and ctx's deadline, then fails transiently.
+const publishWindow = 4096
+
+// noRetries is a publish option of every message: no retries inside
+// nats.go. A retried publish would read the message after Write may have
+// returned, and retries belong to sinks.Retrying.
+var noRetries = jetstream.WithRetryAttempts(0)
+
 // Redial backoff: after a connection closes for good, the sink dials a
 // new one at once when the old one had lived at least redialStable, and
 // otherwise waits, from redialMin doubling up to redialMax, so that a
@@ -92,6 +113,8 @@ type Sink struct {
 	// a connection comes up, and again when a publish finds no stream.
 	streamOK atomic.Bool
 	kick     chan struct{}
+
+	shard atomic.Uint32 // the publishing shard of the next Write
 }
 
 // conn is one nats.Conn of the sink with what hangs off it. A nats.Conn
@@ -99,7 +122,8 @@ type Sink struct {
 // the whole conn rather than waiting for it.
 type conn struct {
 	nc   *nats.Conn
-	js   jetstream.JetStream // nil with core NATS
+	js   jetstream.JetStream   // nil with core NATS; pubs[0]
+	pubs []jetstream.JetStream // the publishing shards (see publishShards)
 	born time.Time
 
 	gone     chan struct{} // closed by the connection's ClosedHandler
@@ -192,15 +216,19 @@ func (s *Sink) dial() (*conn, error) {
 	if !s.cfg.JetStream {
 		return c, nil
 	}
-	js, err := jetstream.New(nc,
-		jetstream.WithPublishAsyncTimeout(s.cfg.PublishTimeout),
-		jetstream.WithPublishAsyncMaxPending(4096),
-	)
-	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("natssink: jetstream: %w", err)
+	c.pubs = make([]jetstream.JetStream, publishShards)
+	for i := range c.pubs {
+		js, err := jetstream.New(nc,
+			jetstream.WithPublishAsyncTimeout(s.cfg.PublishTimeout),
+			jetstream.WithPublishAsyncMaxPending(publishWindow),
+		)
+		if err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("natssink: jetstream: %w", err)
+		}
+		c.pubs[i] = js
 	}
-	c.js = js
+	c.js = c.pubs[0]
 	return c, nil
 }
 
@@ -332,10 +360,13 @@ func (s *Sink) Name() string { return Name }
 // headers included (nats.ErrMaxPayload). Its error is [sinks.Permanent],
 // names the event, and the other events of the call are published.
 //
-// With JetStream, a message whose PubAck does not arrive before ctx ends
-// may still be stored; its Nats-Msg-Id makes the retry a duplicate the
-// stream drops. nats.go copies each message when it is published, so Write
-// never reads the events after it returns.
+// With JetStream, Write publishes every message before it waits for any
+// PubAck, and concurrent Writes publish through different JetStream
+// contexts (see publishShards), so no Write waits for the acks of another.
+// A message whose PubAck does not arrive before ctx ends may still be
+// stored; its Nats-Msg-Id makes the retry a duplicate the stream drops.
+// nats.go copies each message when it is published, and retries none, so
+// Write never reads the events after it returns.
 func (s *Sink) Write(ctx context.Context, events []*codec.Event) error {
 	if len(events) == 0 {
 		return nil
@@ -354,78 +385,154 @@ func (s *Sink) Write(ctx context.Context, events []*codec.Event) error {
 }
 
 func (s *Sink) writeJetStream(ctx context.Context, c *conn, events []*codec.Event) error {
-	out := make(sinks.WriteErrors, len(events))
-	futures := make([]jetstream.PubAckFuture, len(events))
-	for i, ev := range events {
-		msg, err := s.message(ctx, c, ev, s.subject(ev), "")
-		if err != nil {
-			out[i] = err
-			continue
+	js := c.pubs[s.shard.Add(1)%uint32(len(c.pubs))]
+	b := getBatch(len(events))
+	var out sinks.WriteErrors // allocated on the first failure
+	fail := func(i int, err error) {
+		if out == nil {
+			out = make(sinks.WriteErrors, len(events))
 		}
-		// No retries inside nats.go: a retried publish would read the
-		// message after Write may have returned, and retries belong to
-		// sinks.Retrying.
-		f, err := c.js.PublishMsgAsync(msg, jetstream.WithMsgID(ev.ID), jetstream.WithRetryAttempts(0))
-		if err != nil {
-			out[i] = s.publishError(ev, msg.Subject, err)
-			continue
-		}
-		futures[i] = f
+		out[i] = err
 	}
-	for i, f := range futures {
+	opts := [...]jetstream.PublishOpt{noRetries, jetstream.WithStallWait(s.stallWait(ctx))}
+	for i, ev := range events {
+		msg := &b.msgs[i]
+		b.ids[i] = ev.ID
+		if err := s.message(ctx, c, msg, ev, s.subject(ev), b.ids[i:i+1:i+1]); err != nil {
+			fail(i, err)
+			continue
+		}
+		f, err := js.PublishMsgAsync(msg, opts[:]...)
+		if err != nil {
+			fail(i, s.publishError(ev, msg.Subject, err))
+			continue
+		}
+		b.futures[i] = f
+	}
+	// Each Write waits for its own PubAcks only; the ack of one message
+	// does not wait for another's.
+	for i, f := range b.futures[:len(events)] {
 		if f == nil {
 			continue
 		}
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			out[i] = s.publishError(events[i], f.Msg().Subject, err)
+			fail(i, s.publishError(events[i], b.msgs[i].Subject, err))
 		case <-ctx.Done():
-			// Keep the outcomes that are already known; the rest are unknown.
-			for j := i; j < len(futures); j++ {
-				if futures[j] == nil {
+			// Keep the outcomes that are already known; the rest are
+			// unknown, and nats.go may still hold their messages: then b
+			// is not reused.
+			pending := false
+			for j := i; j < len(events); j++ {
+				if b.futures[j] == nil {
 					continue
 				}
 				select {
-				case <-futures[j].Ok():
-				case err := <-futures[j].Err():
-					out[j] = s.publishError(events[j], futures[j].Msg().Subject, err)
+				case <-b.futures[j].Ok():
+				case err := <-b.futures[j].Err():
+					fail(j, s.publishError(events[j], b.msgs[j].Subject, err))
 				default:
-					out[j] = fmt.Errorf("natssink: publish to %s: waiting for the PubAck: %w", futures[j].Msg().Subject, ctx.Err())
+					pending = true
+					fail(j, fmt.Errorf("natssink: publish to %s: waiting for the PubAck: %w", b.msgs[j].Subject, ctx.Err()))
 				}
 			}
-			return out
+			if !pending {
+				b.release()
+			}
+			if out != nil {
+				return out
+			}
+			return nil
 		}
 	}
-	return nilIfNone(out)
+	// Every future is resolved: nats.go no longer reads the messages.
+	b.release()
+	if out != nil {
+		return out
+	}
+	return nil
+}
+
+// stallWait is how long a publish may wait for room in a full window:
+// PublishTimeout, or less when ctx ends sooner.
+func (s *Sink) stallWait(ctx context.Context) time.Duration {
+	d := s.cfg.PublishTimeout
+	if deadline, ok := ctx.Deadline(); ok {
+		d = min(d, time.Until(deadline))
+	}
+	return max(d, time.Millisecond)
 }
 
 func (s *Sink) writeCore(ctx context.Context, c *conn, events []*codec.Event) error {
-	out := make(sinks.WriteErrors, len(events))
+	b := getBatch(len(events))
+	defer b.release() // PublishMsg copies each message before it returns
+	var out sinks.WriteErrors
+	fail := func(i int, err error) {
+		if out == nil {
+			out = make(sinks.WriteErrors, len(events))
+		}
+		out[i] = err
+	}
 	published := 0
 	for i, ev := range events {
 		// A stream that captures these subjects drops duplicates by this id.
-		msg, err := s.message(ctx, c, ev, s.subject(ev), "")
-		if err != nil {
-			out[i] = err
+		msg := &b.msgs[i]
+		b.ids[i] = ev.ID
+		if err := s.message(ctx, c, msg, ev, s.subject(ev), b.ids[i:i+1:i+1]); err != nil {
+			fail(i, err)
 			continue
 		}
 		if err := c.nc.PublishMsg(msg); err != nil {
-			out[i] = s.publishError(ev, msg.Subject, err)
+			fail(i, s.publishError(ev, msg.Subject, err))
 			continue
 		}
 		published++
 	}
 	if published > 0 {
 		if err := s.flush(ctx, c); err != nil {
-			for i, e := range out {
-				if e == nil {
-					out[i] = err
+			for i := range events {
+				if out == nil || out[i] == nil {
+					fail(i, err)
 				}
 			}
 		}
 	}
-	return nilIfNone(out)
+	if out != nil {
+		return out
+	}
+	return nil
+}
+
+// pubBatch holds what a Write hands to nats.go: its messages, their
+// Nats-Msg-Id values and their PubAck futures, one allocation of each per
+// Write rather than per message, and none once the pool is warm. A batch
+// goes back to the pool only when nats.go is done with every message.
+type pubBatch struct {
+	msgs    []nats.Msg
+	ids     []string
+	futures []jetstream.PubAckFuture
+}
+
+var pubBatches = sync.Pool{New: func() any { return new(pubBatch) }}
+
+func getBatch(n int) *pubBatch {
+	b := pubBatches.Get().(*pubBatch)
+	if cap(b.msgs) < n {
+		b.msgs = make([]nats.Msg, n)
+		b.ids = make([]string, n)
+		b.futures = make([]jetstream.PubAckFuture, n)
+	}
+	b.msgs, b.ids, b.futures = b.msgs[:n], b.ids[:n], b.futures[:n]
+	return b
+}
+
+// release clears b, so that the pool holds no event, and puts it back.
+func (b *pubBatch) release() {
+	clear(b.msgs)
+	clear(b.ids)
+	clear(b.futures)
+	pubBatches.Put(b)
 }
 
 // flush waits until the server has processed everything published so
@@ -440,24 +547,28 @@ func (s *Sink) flush(ctx context.Context, c *conn) error {
 	return nil
 }
 
-// message encodes ev for subject with Nats-Msg-Id = ev.ID+idSuffix (the
-// id JetStream drops duplicates by; WithMsgID sets the same value again)
-// and extra headers, and checks it with [checkMessage]. Every error it
-// returns is permanent.
-func (s *Sink) message(ctx context.Context, c *conn, ev *codec.Event, subject, idSuffix string, extra ...string) (*nats.Msg, error) {
+// message encodes ev into msg for subject, with Nats-Msg-Id = id[0] (the
+// id JetStream drops duplicates by; id is the header's value slice, which
+// the caller provides so that it need not be allocated per message) and
+// extra headers, and checks it with [checkMessage]. Every error it returns
+// is permanent.
+func (s *Sink) message(ctx context.Context, c *conn, msg *nats.Msg, ev *codec.Event, subject string, id []string, extra ...string) error {
 	h, data, err := codec.NATSMessage(ctx, ev, s.mode)
 	if err != nil {
-		return nil, sinks.Permanent(fmt.Errorf("natssink: event %s: %w", ev.ID, err))
+		return sinks.Permanent(fmt.Errorf("natssink: event %s: %w", ev.ID, err))
 	}
-	msg := &nats.Msg{Subject: subject, Header: nats.Header(h), Data: data}
-	msg.Header.Set(jetstream.MsgIDHeader, ev.ID+idSuffix)
+	*msg = nats.Msg{Subject: subject, Header: nats.Header(h), Data: data}
+	if msg.Header == nil {
+		msg.Header = nats.Header{}
+	}
+	msg.Header[jetstream.MsgIDHeader] = id
 	for i := 0; i+1 < len(extra); i += 2 {
 		msg.Header.Set(extra[i], extra[i+1])
 	}
 	if err := checkMessage(msg, c.nc.MaxPayload()); err != nil {
-		return nil, sinks.Permanent(fmt.Errorf("natssink: event %s: %w", ev.ID, err))
+		return sinks.Permanent(fmt.Errorf("natssink: event %s: %w", ev.ID, err))
 	}
-	return msg, nil
+	return nil
 }
 
 func (s *Sink) publishError(ev *codec.Event, subject string, err error) error {
@@ -479,15 +590,6 @@ func (s *Sink) connected(c *conn) error {
 	}
 }
 
-func nilIfNone(out sinks.WriteErrors) error {
-	for _, err := range out {
-		if err != nil {
-			return out
-		}
-	}
-	return nil
-}
-
 // DeadLetter publishes ev to the dead-letter subject as Write would have
 // (same headers and payload), plus the [sinks.HeaderDeadLetterReason] and
 // [sinks.HeaderDeadLetterSink] headers, and waits for the PubAck (JetStream)
@@ -502,14 +604,15 @@ func (s *Sink) DeadLetter(ctx context.Context, ev *codec.Event, cause error) err
 	if err := s.connected(c); err != nil {
 		return fmt.Errorf("natssink: dead-letter event %s: %w", ev.ID, err)
 	}
-	msg, err := s.message(ctx, c, ev, s.cfg.DeadLetterSubject, deadLetterIDSuffix,
+	msg := new(nats.Msg)
+	err := s.message(ctx, c, msg, ev, s.cfg.DeadLetterSubject, []string{ev.ID + deadLetterIDSuffix},
 		sinks.HeaderDeadLetterReason, sinks.DeadLetterReason(cause),
 		sinks.HeaderDeadLetterSink, Name)
 	if err != nil {
 		return err
 	}
 	if c.js != nil {
-		_, err = c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID+deadLetterIDSuffix), jetstream.WithRetryAttempts(0))
+		_, err = c.js.PublishMsg(ctx, msg, noRetries)
 	} else if err = c.nc.PublishMsg(msg); err == nil {
 		err = s.flush(ctx, c)
 	}

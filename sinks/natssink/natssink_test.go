@@ -482,3 +482,102 @@ func BenchmarkWrite(b *testing.B) {
 		})
 	}
 }
+
+// Consecutive Writes publish through different JetStream contexts, each
+// with its own PubAck handler and window, so that the acks of one Write do
+// not queue behind another's; once the Writes return, no context waits for
+// an ack.
+func TestWritesSpreadOverPublishShards(t *testing.T) {
+	b := startNATS(t, true)
+	s := newSink(t, Config{URL: b.e.ClientURL(), JetStream: true, CreateStream: true}, nil)
+	c := s.cur.Load()
+	if len(c.pubs) != publishShards || c.js != c.pubs[0] {
+		t.Fatalf("%d publishing contexts, want %d, the first also the stream's", len(c.pubs), publishShards)
+	}
+	// nats.go subscribes a context to its PubAcks on its first publish.
+	subs := c.nc.NumSubscriptions()
+	var wg sync.WaitGroup
+	errs := make(chan error, publishShards)
+	for i := range publishShards {
+		wg.Go(func() { errs <- s.Write(testCtx(t), events(5, 10, fmt.Sprintf("shard%d", i))) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("Write: %v", err)
+		}
+	}
+	if got := c.nc.NumSubscriptions() - subs; got != publishShards {
+		t.Errorf("%d Writes subscribed %d contexts to their PubAcks, want %d", publishShards, got, publishShards)
+	}
+	for i, js := range c.pubs {
+		if n := js.PublishAsyncPending(); n != 0 {
+			t.Errorf("context %d waits for %d PubAcks after every Write returned", i, n)
+		}
+	}
+}
+
+// A Write whose ctx ends before its PubAcks arrive returns at once with a
+// transient error for each message not acknowledged yet; the messages it
+// handed to nats.go are not reused by later Writes, whose messages land
+// intact.
+func TestWriteGivesUpOnItsCtx(t *testing.T) {
+	b := startNATS(t, true)
+	s := newSink(t, Config{URL: b.e.ClientURL(), JetStream: true, CreateStream: true}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var all []*codec.Event
+	for i := range 20 {
+		evs := events(5, 100, fmt.Sprintf("given-up-%d", i))
+		all = append(all, evs...)
+		err := s.Write(ctx, evs)
+		var werrs sinks.WriteErrors
+		switch {
+		case err == nil:
+		case errors.As(err, &werrs):
+			for j, e := range werrs {
+				if e != nil && (!errors.Is(e, context.Canceled) || sinks.IsPermanent(e)) {
+					t.Errorf("Write %d, event %d: %v, want nil or a transient context.Canceled", i, j, e)
+				}
+			}
+		default:
+			t.Fatalf("Write %d = %v (%T), want nil or a WriteErrors", i, err, err)
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range 8 {
+		evs := events(5, 100, fmt.Sprintf("after-%d", i))
+		all = append(all, evs...)
+		wg.Go(func() {
+			if err := s.Write(testCtx(t), evs); err != nil {
+				t.Errorf("Write after the given-up ones: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	// Every message that landed is the event its Nats-Msg-Id names.
+	want := make(map[string]string, len(all))
+	for _, ev := range all {
+		want[ev.ID] = string(ev.Data)
+	}
+	_, js := connect(t, b.e.ClientURL())
+	st, err := js.Stream(testCtx(t), DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := st.CachedInfo().State.Msgs
+	if n < 40 {
+		t.Fatalf("the stream holds %d messages, want at least the 40 of the later Writes", n)
+	}
+	for seq := uint64(1); seq <= n; seq++ {
+		m, err := st.GetMsg(testCtx(t), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := m.Header.Get(jetstream.MsgIDHeader)
+		if data, ok := want[id]; !ok || data != string(m.Data) || m.Header.Get("ce-id") != id {
+			t.Errorf("message %d: id %q, ce-id %q, data %.40s: not the event it names", seq, id, m.Header.Get("ce-id"), m.Data)
+		}
+	}
+}
