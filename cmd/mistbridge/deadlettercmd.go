@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -25,8 +23,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
-	"github.com/twmb/franz-go/pkg/sasl/plain"
-	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/mistbridge/mistbridge/codec"
 	"github.com/mistbridge/mistbridge/sinks"
@@ -452,7 +448,7 @@ func readKafkaDeadLetters(ctx context.Context, cfg kafkasink.Config, fn func(dea
 	if topic == "" {
 		topic = kafkasink.DefaultDeadLetterTopic
 	}
-	opts, err := kafkaOptions(cfg)
+	opts, err := kafkaClientOptions(cfg, "mistbridge-deadletter")
 	if err != nil {
 		return err
 	}
@@ -602,48 +598,6 @@ func kafkaBounds(ctx context.Context, opts []kgo.Opt, topic string) (starts, end
 		return nil, nil, err
 	}
 	return starts, ends, nil
-}
-
-// kafkaOptions are the franz-go options that reach the brokers of cfg as
-// the sink does: the same brokers, TLS and SASL.
-func kafkaOptions(cfg kafkasink.Config) ([]kgo.Opt, error) {
-	brokers := make([]string, len(cfg.Brokers))
-	for i, b := range cfg.Brokers {
-		brokers[i] = strings.TrimSpace(b)
-	}
-	opts := []kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ClientID("mistbridge-deadletter")}
-	if cfg.TLS {
-		// As kafkasink builds it; the sink keeps its builder unexported.
-		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.TLSInsecureSkipVerify} // opt-in, test-only
-		if cfg.TLSCAFile != "" {
-			pem, err := os.ReadFile(cfg.TLSCAFile)
-			if err != nil {
-				return nil, fmt.Errorf("MISTBRIDGE_KAFKA_TLS_CA_FILE: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("MISTBRIDGE_KAFKA_TLS_CA_FILE=%q holds no PEM certificate", cfg.TLSCAFile)
-			}
-			tc.RootCAs = pool
-		}
-		if cfg.TLSCertFile != "" {
-			cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
-			if err != nil {
-				return nil, fmt.Errorf("MISTBRIDGE_KAFKA_TLS_CERT_FILE/MISTBRIDGE_KAFKA_TLS_KEY_FILE: %w", err)
-			}
-			tc.Certificates = []tls.Certificate{cert}
-		}
-		opts = append(opts, kgo.DialTLSConfig(tc))
-	}
-	switch strings.ToUpper(cfg.SASLMechanism) {
-	case kafkasink.SASLPlain:
-		opts = append(opts, kgo.SASL(plain.Auth{User: cfg.SASLUsername, Pass: cfg.SASLPassword}.AsMechanism()))
-	case kafkasink.SASLScramSHA256:
-		opts = append(opts, kgo.SASL(scram.Auth{User: cfg.SASLUsername, Pass: cfg.SASLPassword}.AsSha256Mechanism()))
-	case kafkasink.SASLScramSHA512:
-		opts = append(opts, kgo.SASL(scram.Auth{User: cfg.SASLUsername, Pass: cfg.SASLPassword}.AsSha512Mechanism()))
-	}
-	return opts, nil
 }
 
 // dlKey names one event of one sink: the same event dead-lettered twice

@@ -3,8 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -32,9 +30,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sasl"
-	"github.com/twmb/franz-go/pkg/sasl/plain"
-	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"golang.org/x/term"
 
 	"github.com/mistbridge/mistbridge/codec"
@@ -405,12 +400,12 @@ func tailKafka(ctx context.Context, o tailOptions, environ map[string]string, p 
 	}
 	template := cmp.Or(cfg.TopicTemplate, kafkasink.DefaultTopicTemplate)
 
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(cfg.Brokers...),
-		kgo.ClientID("mistbridge-tail"),
-		kgo.MetadataMaxAge(tailKafkaMetadataMaxAge),
-		kgo.FetchMaxWait(500 * time.Millisecond),
+	opts, err := kafkaClientOptions(cfg, "mistbridge-tail")
+	if err != nil {
+		fmt.Fprintf(stderr, "mistbridge tail: %v\n", err)
+		return exitUsage
 	}
+	opts = append(opts, kgo.MetadataMaxAge(tailKafkaMetadataMaxAge), kgo.FetchMaxWait(500*time.Millisecond))
 	var what string
 	if len(o.topics) > 0 {
 		topics := make([]string, len(o.topics))
@@ -433,17 +428,6 @@ func tailKafka(ctx context.Context, o tailOptions, environ map[string]string, p 
 		// end offsets (franz-go's own recipe).
 		opts = append(opts, kgo.ConsumeStartOffset(kgo.NewOffset().AfterMilli(time.Now().UnixMilli())))
 		what += " from now"
-	}
-	tlsCfg, err := tailKafkaTLS(&cfg)
-	if err != nil {
-		fmt.Fprintf(stderr, "mistbridge tail: %v\n", err)
-		return exitUsage
-	}
-	if tlsCfg != nil {
-		opts = append(opts, kgo.DialTLSConfig(tlsCfg))
-	}
-	if m := tailKafkaSASL(&cfg); m != nil {
-		opts = append(opts, kgo.SASL(m))
 	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -567,50 +551,6 @@ func tailExtension(ev *event.Event, name string) string {
 		return s
 	}
 	return fmt.Sprint(v)
-}
-
-// tailKafkaTLS is the TLS configuration of cfg, as the bridge's Kafka sink
-// builds it; nil means plaintext.
-func tailKafkaTLS(cfg *kafkasink.Config) (*tls.Config, error) {
-	if !cfg.TLS {
-		return nil, nil
-	}
-	t := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		InsecureSkipVerify: cfg.TLSInsecureSkipVerify, // opt-in, documented as test-only
-	}
-	if cfg.TLSCAFile != "" {
-		pem, err := os.ReadFile(cfg.TLSCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("%sKAFKA_TLS_CA_FILE: %w", envPrefix, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%sKAFKA_TLS_CA_FILE=%q holds no PEM certificate", envPrefix, cfg.TLSCAFile)
-		}
-		t.RootCAs = pool
-	}
-	if cfg.TLSCertFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("%sKAFKA_TLS_CERT_FILE/%sKAFKA_TLS_KEY_FILE: %w", envPrefix, envPrefix, err)
-		}
-		t.Certificates = []tls.Certificate{cert}
-	}
-	return t, nil
-}
-
-// tailKafkaSASL is the SASL mechanism of cfg (validated), nil for none.
-func tailKafkaSASL(cfg *kafkasink.Config) sasl.Mechanism {
-	switch strings.ToUpper(cfg.SASLMechanism) {
-	case kafkasink.SASLPlain:
-		return plain.Auth{User: cfg.SASLUsername, Pass: cfg.SASLPassword}.AsMechanism()
-	case kafkasink.SASLScramSHA256:
-		return scram.Auth{User: cfg.SASLUsername, Pass: cfg.SASLPassword}.AsSha256Mechanism()
-	case kafkasink.SASLScramSHA512:
-		return scram.Auth{User: cfg.SASLUsername, Pass: cfg.SASLPassword}.AsSha512Mechanism()
-	}
-	return nil
 }
 
 // tailUseColor decides colour: never for "never", always for "always", and

@@ -280,8 +280,10 @@ func parseCompression(s string) (kafka.Compression, error) {
 	return 0, fmt.Errorf("%sCOMPRESSION=%q is invalid: want none, gzip, snappy, lz4 or zstd", envPrefix, s)
 }
 
-// tlsConfig loads the files named by c; nil means plaintext.
-func (c *Config) tlsConfig() (*tls.Config, error) {
+// TLSConfig is the TLS configuration the sink dials with, loaded from the
+// files c names; nil means plaintext. Other Kafka clients of the command
+// (tail, deadletter) use it, so they reach the brokers as the sink does.
+func (c *Config) TLSConfig() (*tls.Config, error) {
 	if !c.TLS {
 		return nil, nil
 	}

@@ -93,7 +93,7 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 	cfg.Brokers = brokers
 	mode, _ := codec.ParseMode(cfg.ContentMode) // checked by Validate
 	compression, _ := parseCompression(cfg.Compression)
-	tlsCfg, err := cfg.tlsConfig()
+	tlsCfg, err := cfg.TLSConfig()
 	if err != nil {
 		return nil, fmt.Errorf("kafkasink: %w", err)
 	}
