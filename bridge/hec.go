@@ -128,7 +128,7 @@ func (s *Server) handleHEC(w http.ResponseWriter, r *http.Request, rc *Receiver,
 	ex.begin(w, r, start)
 	ex.rc = rc
 	r, span := s.startRequest(r, &ex, "POST /services/collector")
-	n, err := s.ingestHEC(w, r, rc, raw)
+	n, err := s.ingestHEC(w, r, rc, raw, start)
 	ex.events = n
 	code := s.answerHEC(w, &ex, n, err)
 	endRequest(span, &ex, code)
@@ -145,7 +145,7 @@ func (s *Server) handleHEC(w http.ResponseWriter, r *http.Request, rc *Receiver,
 
 // ingestHEC runs one HEC request through the pipeline and returns how many
 // events are safe at the brokers.
-func (s *Server) ingestHEC(w http.ResponseWriter, r *http.Request, rc *Receiver, raw bool) (int, error) {
+func (s *Server) ingestHEC(w http.ResponseWriter, r *http.Request, rc *Receiver, raw bool, start time.Time) (int, error) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		return 0, errMethod
@@ -180,7 +180,7 @@ func (s *Server) ingestHEC(w http.ResponseWriter, r *http.Request, rc *Receiver,
 	}
 	// Every topic is checked and every event admitted before any is
 	// delivered: a refused request publishes nothing.
-	return s.publish(r.Context(), rc, mergeByTopic(batches)...)
+	return s.publish(r.Context(), rc, start, mergeByTopic(batches)...)
 }
 
 // splitHEC reads a body of concatenated HEC event objects and splits the

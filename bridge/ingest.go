@@ -20,6 +20,7 @@ import (
 
 	"github.com/mistbridge/mistbridge/bridge/auth"
 	"github.com/mistbridge/mistbridge/codec"
+	"github.com/mistbridge/mistbridge/sinks"
 )
 
 // errMediaType is answered with 415.
@@ -108,7 +109,7 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request, ex *exchange) (i
 	if s.archive != nil {
 		s.archiveBody(r, ex, topic, body.Bytes())
 	}
-	return s.publish(r.Context(), rc, batch)
+	return s.publish(r.Context(), rc, ex.start, batch)
 }
 
 // queryTopic is the request's ?topic=, "" when it has none. A request
@@ -398,7 +399,7 @@ func (e *eventBufs) release() {
 // AdmitWait) and waits until every one is delivered. Every topic is
 // checked first (allowed for the receiver, routed somewhere): a refused
 // request publishes nothing.
-func (s *Server) publish(ctx context.Context, rc *Receiver, batches ...codec.Batch) (int, error) {
+func (s *Server) publish(ctx context.Context, rc *Receiver, start time.Time, batches ...codec.Batch) (int, error) {
 	n := 0
 	for _, b := range batches {
 		if len(b.Events) == 0 {
@@ -440,7 +441,7 @@ func (s *Server) publish(ctx context.Context, rc *Receiver, batches ...codec.Bat
 	}
 	bufs.evs, bufs.ptrs = evs, ptrs
 	stampTrace(ctx, evs)
-	dctx, cancel := context.WithTimeout(ctx, s.cfg.DeliveryTimeout)
+	dctx, cancel := context.WithTimeout(sinks.WithReceived(ctx, start), s.cfg.DeliveryTimeout)
 	defer cancel()
 	dctx, sp := startSpan(dctx, "deliver")
 	if sp != nil {
@@ -455,7 +456,7 @@ func (s *Server) publish(ctx context.Context, rc *Receiver, batches ...codec.Bat
 		s.status.Events(ptrs)
 	}
 	for _, b := range batches {
-		s.metrics.events.WithLabelValues(rc.Name, b.Topic).Add(float64(len(b.Events)))
+		s.metrics.events.WithLabelValues(rc.Name, s.metrics.topics.label(b.Topic)).Add(float64(len(b.Events)))
 	}
 	return n, nil
 }

@@ -1,6 +1,9 @@
 package bridge
 
 import (
+	"sync"
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mistbridge/mistbridge/bridge/auth"
@@ -18,6 +21,7 @@ type metrics struct {
 	inflightBytes   prometheus.Gauge
 	connsRefused    prometheus.Counter
 	archiveFailures prometheus.Counter
+	topics          topicLabels
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -76,4 +80,37 @@ func (m *metrics) initReceiver(name string) {
 		m.authFailures.WithLabelValues(name, r)
 	}
 	m.duration.WithLabelValues(name)
+}
+
+// maxTopicLabels bounds the topic label values of the ingress metrics: a
+// sender may invent topics (every one a valid name), and each would be a
+// new series. Mist documents about thirty; past the bound, new topics are
+// counted under otherTopic.
+const maxTopicLabels = 128
+
+// otherTopic is the topic label of topics past maxTopicLabels.
+const otherTopic = "_other"
+
+// topicLabels hands out topic label values, at most maxTopicLabels
+// distinct ones. It is safe for concurrent use and lock-free once a topic
+// has been seen.
+type topicLabels struct {
+	seen sync.Map // topic -> struct{}
+	n    atomic.Int64
+}
+
+// label is topic when it has (or can still get) a series of its own, else
+// otherTopic.
+func (t *topicLabels) label(topic string) string {
+	if _, ok := t.seen.Load(topic); ok {
+		return topic
+	}
+	if t.n.Add(1) > maxTopicLabels {
+		t.n.Add(-1)
+		return otherTopic
+	}
+	if _, loaded := t.seen.LoadOrStore(topic, struct{}{}); loaded {
+		t.n.Add(-1) // another request took it first
+	}
+	return topic
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -50,6 +51,46 @@ type Metrics struct {
 	retries     *prometheus.CounterVec
 	deadLetters *prometheus.CounterVec
 	failures    *prometheus.CounterVec
+	latency     *prometheus.HistogramVec
+	batch       *prometheus.HistogramVec
+	up          *upCollector
+}
+
+// upCollector reports mistbridge_sink_up for every [Retrying] made with
+// these metrics, read when scraped: 1 while the sink's last delivery
+// succeeded and (for a sink that tells) its connection is up.
+type upCollector struct {
+	desc *prometheus.Desc
+	mu   sync.Mutex
+	outs map[string]*Retrying
+}
+
+func (u *upCollector) Describe(ch chan<- *prometheus.Desc) { ch <- u.desc }
+
+func (u *upCollector) Collect(ch chan<- prometheus.Metric) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for name, r := range u.outs {
+		v := 1.0
+		if !r.up() {
+			v = 0
+		}
+		ch <- prometheus.MustNewConstMetric(u.desc, prometheus.GaugeValue, v, name)
+	}
+}
+
+// connector is a sink that tells whether its broker connection is up.
+type connector interface{ Connected() bool }
+
+// up reports the sink's state for mistbridge_sink_up.
+func (r *Retrying) up() bool {
+	if r.failing.Load() {
+		return false
+	}
+	if c, ok := r.Sink.(connector); ok {
+		return c.Connected()
+	}
+	return true
 }
 
 // NewMetrics registers the delivery metrics with reg.
@@ -71,9 +112,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "mistbridge_sink_failed_events_total",
 			Help: "Events that could not be delivered within the deadline (answered with an error).",
 		}, []string{"sink"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "mistbridge_delivery_latency_seconds",
+			Help:    "Time from receiving events to their broker's acknowledgement, by sink (spooled events included).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}, []string{"sink"}),
+		batch: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "mistbridge_sink_batch_events",
+			Help:    "Events handed to a sink in one delivery, by sink.",
+			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000},
+		}, []string{"sink"}),
+		up: &upCollector{
+			desc: prometheus.NewDesc("mistbridge_sink_up", "1 while the sink's last delivery succeeded and its broker connection is up, else 0.", []string{"sink"}, nil),
+			outs: map[string]*Retrying{},
+		},
 	}
 	if reg != nil {
-		reg.MustRegister(m.published, m.retries, m.deadLetters, m.failures)
+		reg.MustRegister(m.published, m.retries, m.deadLetters, m.failures, m.latency, m.batch, m.up)
 	}
 	return m
 }
@@ -102,7 +157,13 @@ func NewRetrying(s Sink, p RetryPolicy, m *Metrics, log *slog.Logger) *Retrying 
 	m.retries.WithLabelValues(name)
 	m.deadLetters.WithLabelValues(name)
 	m.failures.WithLabelValues(name)
-	return &Retrying{Sink: s, policy: p, metrics: m, log: log.With("sink", s.Name())}
+	m.latency.WithLabelValues(name)
+	m.batch.WithLabelValues(name)
+	r := &Retrying{Sink: s, policy: p, metrics: m, log: log.With("sink", s.Name())}
+	m.up.mu.Lock()
+	m.up.outs[name] = r
+	m.up.mu.Unlock()
+	return r
 }
 
 // Failing reports whether the last delivery ended with a transient error
@@ -116,10 +177,16 @@ func (r *Retrying) Failing() bool { return r.failing.Load() }
 func (r *Retrying) Deliver(ctx context.Context, events []*codec.Event) error {
 	pending := events
 	bo := r.policy.backoff()
+	start := received(ctx)
+	if start.IsZero() {
+		start = time.Now()
+	}
+	r.metrics.batch.WithLabelValues(r.Name()).Observe(float64(len(events)))
 	for attempt := 1; ; attempt++ {
 		err := r.Sink.Write(ctx, pending)
 		if err == nil {
 			r.metrics.published.WithLabelValues(r.Name()).Add(float64(len(pending)))
+			r.metrics.latency.WithLabelValues(r.Name()).Observe(time.Since(start).Seconds())
 			r.failing.Store(false)
 			return nil
 		}
@@ -141,6 +208,7 @@ func (r *Retrying) Deliver(ctx context.Context, events []*codec.Event) error {
 			}
 		}
 		if len(retry) == 0 {
+			r.metrics.latency.WithLabelValues(r.Name()).Observe(time.Since(start).Seconds())
 			r.failing.Store(false)
 			return nil
 		}

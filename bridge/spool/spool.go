@@ -390,6 +390,8 @@ func (s *Spool) deliver(ctx context.Context, l *wlog, out bridge.Output) {
 			n = 1
 		}
 		dctx, cancel := context.WithTimeout(ctx, s.cfg.DeliverTimeout)
+		// Receipt to acknowledgement is counted from the oldest event's receipt.
+		dctx = sinks.WithReceived(dctx, time.Unix(0, l.head.Load()))
 		err := out.Deliver(dctx, batch[:n])
 		cancel()
 		if err == nil {

@@ -578,6 +578,15 @@ func (s *Sink) publishError(ev *codec.Event, subject string, err error) error {
 	return classify(fmt.Errorf("natssink: event %s: publish to %s: %w", ev.ID, subject, err))
 }
 
+// Connected reports whether the sink's connection to NATS is up now (the
+// mistbridge_sink_up metric reads it).
+func (s *Sink) Connected() bool {
+	if s.closed.Load() {
+		return false
+	}
+	return s.cur.Load().nc.Status() == nats.CONNECTED
+}
+
 // connected fails when c is not up, with its status.
 func (s *Sink) connected(c *conn) error {
 	switch st := c.nc.Status(); st {
