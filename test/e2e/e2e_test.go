@@ -1007,8 +1007,16 @@ type synth struct {
 	seq   atomic.Int64
 }
 
+// synths counts newSynth calls, so that a test run again (-count) gets a
+// topic of its own.
+var synths atomic.Int64
+
 func newSynth(scenario string) *synth {
-	s := &synth{topic: "e2e-" + scenario + "-" + suite.nonce, org: uuidish()}
+	topic := "e2e-" + scenario + "-" + suite.nonce
+	if n := synths.Add(1); n > 1 {
+		topic += "-" + strconv.FormatInt(n, 10)
+	}
+	s := &synth{topic: topic, org: uuidish()}
 	for range 4 {
 		s.sites = append(s.sites, uuidish())
 	}
