@@ -40,7 +40,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 		resets   []string // requests on kept-alive connections that failed
 		atClose  []string // requests on new connections the closing listener reset
 		closes   int      // answers carrying Connection: close
-		refused  int // dials refused once the listener closed: nothing sent
+		refused  int      // dials refused once the listener closed: nothing sent
 		others   []string
 		okBefore = make(chan struct{})
 		okCount  int
