@@ -13,6 +13,7 @@ type metrics struct {
 	delivered *prometheus.CounterVec
 	recovered *prometheus.CounterVec
 	skipped   *prometheus.CounterVec
+	maxBytes  prometheus.Gauge
 	gauges    *gaugeCollector
 }
 
@@ -34,6 +35,10 @@ func newMetrics(s *Spool) *metrics {
 			Name: "mistbridge_spool_skipped_bytes_total",
 			Help: "Bytes of a torn or corrupt spool tail cut off when it was opened (no whole record).",
 		}, []string{"sink"}),
+		maxBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mistbridge_spool_max_bytes",
+			Help: "The spool's bound, MISTBRIDGE_SPOOL_MAX_BYTES: past it events are refused (503).",
+		}),
 		gauges: &gaugeCollector{
 			s:      s,
 			events: prometheus.NewDesc("mistbridge_spool_events", "Events in the spool, not yet delivered.", []string{"sink"}, nil),
@@ -51,7 +56,7 @@ func (m *metrics) init(sink string) {
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.appended, m.delivered, m.recovered, m.skipped, m.gauges} {
+	for _, c := range []prometheus.Collector{m.appended, m.delivered, m.recovered, m.skipped, m.maxBytes, m.gauges} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

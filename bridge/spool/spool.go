@@ -103,6 +103,7 @@ func newSpool(cfg Config, router *bridge.Router, log *slog.Logger, reg prometheu
 		s.names = append(s.names, out.Name())
 	}
 	s.metrics = newMetrics(s)
+	s.metrics.maxBytes.Set(float64(s.cfg.MaxBytes))
 	if cfg.Mode == ModeBroker && cfg.Dir == "" {
 		s.names = nil // nothing to drain
 	} else if err := s.open(o); err != nil {

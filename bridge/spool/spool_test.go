@@ -394,8 +394,15 @@ func TestMetricsPresentAtStart(t *testing.T) {
 	}
 	var got []string
 	for _, mf := range mfs {
-		if len(mf.GetMetric()) == 1 && mf.GetMetric()[0].GetLabel()[0].GetValue() == "nats" {
+		if len(mf.GetMetric()) != 1 {
+			continue
+		}
+		m := mf.GetMetric()[0]
+		switch {
+		case len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == "nats":
 			got = append(got, mf.GetName())
+		case mf.GetName() == "mistbridge_spool_max_bytes" && m.GetGauge().GetValue() != float64(DefaultMaxBytes):
+			t.Errorf("mistbridge_spool_max_bytes = %v, want the default bound %d", m.GetGauge().GetValue(), DefaultMaxBytes)
 		}
 	}
 	want := []string{
