@@ -18,7 +18,8 @@ type readyBody struct {
 
 // handleReadyz answers 200 when the bridge can take webhooks now, else 503,
 // with each sink's state (and the spool's). It answers 503 while draining.
-// The details are logged, not shown: the body never names a broker's host.
+// A state is "ok", "not delivering" or "not answering", never the broker's
+// error, which may name its host (the sinks log their connection errors).
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
