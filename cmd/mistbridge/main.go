@@ -68,6 +68,7 @@ func mainCode() int {
 		return 2
 	}
 	log := newLogger(cfg)
+	setGCPercent(os.Getenv)
 	for _, k := range unknown {
 		log.Warn("unknown variable ignored (a typo?)", "variable", k)
 	}
