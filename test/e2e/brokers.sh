@@ -42,23 +42,9 @@ KAFKA_HEAP="${E2E_KAFKA_HEAP:--Xmx512m -Xms256m}"
 READY_TIMEOUT="${E2E_READY_TIMEOUT:-90}"
 HOST=127.0.0.1
 
-log() { printf '[brokers %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-SUDO=()
-if [ "$(id -u)" != 0 ]; then
-	if command -v sudo >/dev/null 2>&1; then SUDO=(sudo -n); fi
-fi
-
-apt_install() { # apt_install PKG...
-	command -v apt-get >/dev/null 2>&1 || die "need $* but there is no apt-get: install it by hand"
-	log "apt-get install $*"
-	export DEBIAN_FRONTEND=noninteractive
-	"${SUDO[@]}" apt-get update -q >/dev/null ||
-		log "apt-get update failed; trying with the lists there are"
-	"${SUDO[@]}" apt-get install -y -q --no-install-recommends "$@" >/dev/null ||
-		die "apt-get install $* failed"
-}
+LOG_TAG=brokers
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 
 # ---------------------------------------------------------------- install
 
@@ -67,16 +53,10 @@ install_kafka() {
 		log "kafka $KAFKA_VERSION: cached in $KAFKA_LIBS"
 		return
 	fi
-	command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
-	command -v mvn >/dev/null 2>&1 || apt_install maven
 	log "kafka $KAFKA_VERSION: copying jars from Maven Central into $KAFKA_LIBS"
 	rm -rf "$KAFKA_LIBS"
 	mkdir -p "$KAFKA_LIBS"
-	# A repository of its own under the cache: a second run needs no network.
-	mvn -q -B -Dstyle.color=never -f "$HERE/pom.xml" \
-		-Dmaven.repo.local="$CACHE/m2" -De2e.libs="$KAFKA_LIBS" \
-		dependency:copy-dependencies 2>&1 | sed "s/\x1b\[[0-9;]*m//g" >&2 ||
-		die "mvn dependency:copy-dependencies failed"
+	maven_copy "$HERE/pom.xml" "kafka $KAFKA_VERSION" -De2e.libs="$KAFKA_LIBS"
 	local n
 	n="$(find "$KAFKA_LIBS" -name '*.jar' | wc -l)"
 	[ -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ] || die "kafka_2.13-$KAFKA_VERSION.jar was not copied"

@@ -23,29 +23,9 @@ VNU_HOME="$CACHE/vnu-$VNU_VERSION"
 VNU_LIBS="$VNU_HOME/libs"
 VNU_MARKER="$VNU_HOME/.installed"
 
-log() { printf '[browser %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-SUDO=()
-if [ "$(id -u)" != 0 ]; then
-	if command -v sudo >/dev/null 2>&1; then SUDO=(sudo -n); fi
-fi
-
-apt_install() { # apt_install PKG...
-	command -v apt-get >/dev/null 2>&1 || die "need $* but there is no apt-get: install it by hand"
-	export DEBIAN_FRONTEND=noninteractive
-	# An empty package list (a fresh image) knows no package: update first.
-	if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e '^lock$' -e '^partial$' || true)" ]; then
-		log "apt-get update (the package lists are empty)"
-		"${SUDO[@]}" apt-get update -q >/dev/null || die "apt-get update failed"
-	fi
-	log "apt-get install $*"
-	if ! "${SUDO[@]}" apt-get install -y -q --no-install-recommends "$@" >/dev/null; then
-		log "apt-get install $* failed; updating the package lists and trying again"
-		"${SUDO[@]}" apt-get update -q >/dev/null || die "apt-get update failed"
-		"${SUDO[@]}" apt-get install -y -q --no-install-recommends "$@" >/dev/null || die "apt-get install $* failed"
-	fi
-}
+LOG_TAG=browser
+# shellcheck source=lib.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 chromium_path() {
 	local c
@@ -99,16 +79,11 @@ install_vnu() {
 		log "nu validator $VNU_VERSION: cached in $VNU_LIBS"
 		return
 	fi
-	command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
-	command -v mvn >/dev/null 2>&1 || apt_install maven
 	log "nu validator $VNU_VERSION: copying jars from Maven Central into $VNU_LIBS"
 	rm -rf "$VNU_HOME"
 	mkdir -p "$VNU_LIBS"
 	vnu_pom >"$VNU_HOME/pom.xml"
-	mvn -q -B -Dstyle.color=never -f "$VNU_HOME/pom.xml" \
-		-Dmaven.repo.local="$CACHE/m2" -DoutputDirectory="$VNU_LIBS" \
-		dependency:copy-dependencies 2>&1 | sed "s/\x1b\[[0-9;]*m//g" >&2 ||
-		die "mvn dependency:copy-dependencies (nu.validator:validator:$VNU_VERSION) failed"
+	maven_copy "$VNU_HOME/pom.xml" "nu.validator:validator:$VNU_VERSION" -DoutputDirectory="$VNU_LIBS"
 	local n
 	n="$(find "$VNU_LIBS" -name '*.jar' | wc -l)"
 	[ -f "$VNU_LIBS/validator-$VNU_VERSION.jar" ] || die "validator-$VNU_VERSION.jar was not copied"
