@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -184,9 +185,18 @@ func (r *Recorder) Events(evs []*codec.Event) {
 		if len(run) > r.o.Latest {
 			run = run[len(run)-r.o.Latest:]
 		}
-		infos := make([]EventInfo, len(run))
-		for k, e := range run {
-			infos[k] = r.info(e, at)
+		var arr [DefaultLatest]EventInfo
+		infos := arr[:0]
+		if len(run) > len(arr) {
+			infos = make([]EventInfo, 0, len(run))
+		}
+		// The kept strings of the run share one buffer: one allocation
+		// for them all rather than several per event.
+		buf := make([]byte, 0, keptBytes(run))
+		for _, e := range run {
+			var in EventInfo
+			in, buf = r.info(e, at, buf)
+			infos = append(infos, in)
 		}
 		r.latest.get(topic).push(infos)
 		i = j
@@ -213,21 +223,55 @@ type EventInfo struct {
 	Data      string `json:"data,omitempty"`
 }
 
-func (r *Recorder) info(e *codec.Event, at time.Time) EventInfo {
-	in := EventInfo{
-		Received:  at,
-		ID:        clip(e.ID),
-		Type:      clip(e.Type),
-		Source:    clip(e.Source),
-		Time:      e.Time,
-		Key:       clip(e.PartitionKey()),
-		DataBytes: len(e.Data),
-		Data:      preview(e.Data),
-	}
+// info is what is kept of e. Its strings are appended to buf, which it
+// returns; they stay valid as buf grows, since what was appended is never
+// written again.
+func (r *Recorder) info(e *codec.Event, at time.Time, buf []byte) (EventInfo, []byte) {
+	in := EventInfo{Received: at, Time: e.Time, DataBytes: len(e.Data)}
+	in.ID, buf = keep(buf, e.ID, MaxAttrLen, "")
+	in.Type, buf = keep(buf, e.Type, MaxAttrLen, "")
+	in.Source, buf = keep(buf, e.Source, MaxAttrLen, "")
+	in.Key, buf = keep(buf, e.PartitionKey(), MaxAttrLen, "")
+	in.Data, buf = keep(buf, unsafe.String(unsafe.SliceData(e.Data), len(e.Data)), PreviewBytes, "…")
 	if r.o.SubjectPrefix != "" {
-		in.Subject = clip(codec.Subject(r.o.SubjectPrefix, e))
+		in.Subject = codec.Subject(r.o.SubjectPrefix, e) // a new string, bounded
+		if len(in.Subject) > MaxAttrLen {
+			in.Subject = clip(in.Subject)
+		}
 	}
-	return in
+	return in, buf
+}
+
+// keptBytes bounds what info appends for the events of run.
+func keptBytes(run []*codec.Event) int {
+	n := 0
+	for _, e := range run {
+		n += min(len(e.ID), MaxAttrLen) + min(len(e.Type), MaxAttrLen) + min(len(e.Source), MaxAttrLen) +
+			min(len(e.PartitionKey()), MaxAttrLen) + min(len(e.Data), PreviewBytes) + len("…")
+	}
+	return n
+}
+
+// keep appends to buf at most n bytes of s, cut back to a whole UTF-8
+// character and followed by more when cut, and returns them as a string
+// of valid UTF-8 (invalid bytes become U+FFFD) with the grown buf. The
+// string shares no memory with s, which may be pooled.
+func keep(buf []byte, s string, n int, more string) (string, []byte) {
+	cut := ""
+	if len(s) > n {
+		c := n
+		for c > 0 && !utf8.RuneStart(s[c]) {
+			c--
+		}
+		s, cut = s[:c], more
+	}
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	start := len(buf)
+	buf = append(append(buf, s...), cut...)
+	kept := buf[start:]
+	return unsafe.String(unsafe.SliceData(kept), len(kept)), buf
 }
 
 // latestRing keeps the latest events of one topic.
@@ -280,14 +324,8 @@ func clipN(s string, n int) string {
 // preview is the first PreviewBytes of data as valid UTF-8, cut back to a
 // whole character, "…" appended when cut.
 func preview(data []byte) string {
-	if len(data) <= PreviewBytes {
-		return strings.ToValidUTF8(string(data), "\uFFFD")
-	}
-	cut := PreviewBytes
-	for cut > 0 && !utf8.RuneStart(data[cut]) {
-		cut--
-	}
-	return strings.ToValidUTF8(string(data[:cut]), "\uFFFD") + "…"
+	p, _ := keep(nil, string(data), PreviewBytes, "…")
+	return p
 }
 
 // bounded maps names to values, lock-free for names already there. At most
