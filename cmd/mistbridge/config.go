@@ -224,6 +224,12 @@ func describeType(t string) string {
 	return t
 }
 
+// replacedVariables are variables earlier versions read, with what to set
+// instead: the start-up warning says so rather than suspect a typo.
+var replacedVariables = map[string]string{
+	"MISTBRIDGE_KAFKA_BATCH_SIZE": "MISTBRIDGE_KAFKA_BATCH_BYTES: the Kafka producer bounds its batches in bytes (default 1 MiB), not in records",
+}
+
 // unknownVariables lists MISTBRIDGE_ variables that nothing reads: usually a typo.
 func unknownVariables(environ map[string]string) []string {
 	known := map[string]bool{}

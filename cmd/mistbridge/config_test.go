@@ -83,6 +83,27 @@ func TestUnknownVariables(t *testing.T) {
 	}
 }
 
+// A replaced variable is no longer read (so the start-up warning names it)
+// and points at a variable that is.
+func TestReplacedVariables(t *testing.T) {
+	known := map[string]bool{}
+	for _, v := range variables() {
+		known[v.Key] = true
+	}
+	for old, instead := range replacedVariables {
+		_, unknown, err := loadConfig(map[string]string{"MISTBRIDGE_WEBHOOK_SECRET": "s", old: "100"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(unknown, []string{old}) {
+			t.Errorf("%s: unknown = %v, want it alone", old, unknown)
+		}
+		if name, _, _ := strings.Cut(instead, ":"); !known[name] {
+			t.Errorf("%s points at %q, which is not a variable", old, name)
+		}
+	}
+}
+
 func TestUsageListsEveryVariable(t *testing.T) {
 	var b bytes.Buffer
 	printUsage(&b)

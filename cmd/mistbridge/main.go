@@ -70,6 +70,10 @@ func mainCode() int {
 	log := newLogger(cfg)
 	setGCPercent(os.Getenv)
 	for _, k := range unknown {
+		if instead, ok := replacedVariables[k]; ok {
+			log.Warn("variable no longer read", "variable", k, "instead", instead)
+			continue
+		}
 		log.Warn("unknown variable ignored (a typo?)", "variable", k)
 	}
 	verifier, err := cfg.Auth.Verifier(log)

@@ -12,9 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/sasl"
-	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/mistbridge/mistbridge/codec"
@@ -30,7 +29,7 @@ const (
 	DefaultTopicTemplate   = "mist." + codec.TopicPlaceholder
 	DefaultDeadLetterTopic = "mistbridge.deadletter"
 	DefaultBatchTimeout    = 0
-	DefaultBatchSize       = 1000
+	DefaultBatchBytes      = MaxBatchBytes
 	DefaultWriteTimeout    = 10 * time.Second
 )
 
@@ -66,23 +65,25 @@ type Config struct {
 	// snappy, lz4 or zstd.
 	Compression string `env:"COMPRESSION" envDefault:"none"`
 
-	// BatchTimeout bounds how long a partition's batch waits to fill before
-	// it is sent. The default, 0, sends a partition's records as soon as it
-	// has no produce request in flight, and the records that queue up while
-	// one is in flight go together in the next: batches grow with the load,
-	// and a Write with nothing else in flight waits for no timer. The bridge
-	// holds the webhook request open until the broker acknowledges, so
-	// latency matters more than size. A positive value makes a partition
-	// with fewer than BatchSize records queued wait that long for more
-	// (linger.ms in the Java client).
+	// BatchTimeout is how long a partition's records wait for more before
+	// they are sent (linger.ms in the Java client). The default, 0, sends
+	// records as soon as they are written: a Write with nothing else in
+	// flight waits for no timer, and the records that arrive while requests
+	// are in flight go together in the next one, so batches grow with the
+	// load. The bridge holds the webhook request open until the brokers
+	// acknowledge, so latency matters more than size.
 	BatchTimeout time.Duration `env:"BATCH_TIMEOUT" envDefault:"0s"`
 
-	// BatchSize is the most records sent in one produce request per
-	// partition. The default is 1000; a request also holds at most 1 MiB
-	// of records, the brokers' default message.max.bytes.
-	BatchSize int `env:"BATCH_SIZE" envDefault:"1000"`
+	// BatchBytes bounds a partition's record batch, in bytes, from 1024 to
+	// 1048576 (1 MiB, the brokers' default message.max.bytes), which is
+	// the default. It is also the largest record the sink sends: a larger
+	// one fails, permanently, before it is sent. (It replaces BATCH_SIZE,
+	// a count of records, which the producer has no use for.)
+	BatchBytes int `env:"BATCH_BYTES" envDefault:"1048576"`
 
-	// WriteTimeout bounds one produce request. The default is 10s.
+	// WriteTimeout bounds how long the brokers may take to answer a
+	// produce request and how long a record may wait to be sent. A record
+	// that waited longer fails, transiently. The default is 10s.
 	WriteTimeout time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s"`
 
 	// AutoCreateTopics asks the brokers to create missing topics (they must
@@ -142,8 +143,8 @@ func (c *Config) Validate() error {
 	if c.BatchTimeout < 0 {
 		return fmt.Errorf("%sBATCH_TIMEOUT=%s is invalid: want 0 (no wait) or a positive duration such as 1ms", envPrefix, c.BatchTimeout)
 	}
-	if c.BatchSize < 0 {
-		return fmt.Errorf("%sBATCH_SIZE=%d is invalid: want a positive number of records", envPrefix, c.BatchSize)
+	if c.BatchBytes != 0 && (c.BatchBytes < MinBatchBytes || c.BatchBytes > MaxBatchBytes) {
+		return fmt.Errorf("%sBATCH_BYTES=%d is invalid: want a number of bytes from %d to %d (1 MiB)", envPrefix, c.BatchBytes, MinBatchBytes, MaxBatchBytes)
 	}
 	if c.WriteTimeout < 0 {
 		return fmt.Errorf("%sWRITE_TIMEOUT=%s is invalid: want a positive duration such as 10s", envPrefix, c.WriteTimeout)
@@ -189,8 +190,8 @@ func (c Config) withDefaults() Config {
 	if c.BatchTimeout == 0 {
 		c.BatchTimeout = DefaultBatchTimeout
 	}
-	if c.BatchSize == 0 {
-		c.BatchSize = DefaultBatchSize
+	if c.BatchBytes == 0 {
+		c.BatchBytes = DefaultBatchBytes
 	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultWriteTimeout
@@ -264,20 +265,20 @@ func validateTopicName(t string) error {
 	return nil
 }
 
-func parseCompression(s string) (kafka.Compression, error) {
+func parseCompression(s string) (kgo.CompressionCodec, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "", "none":
-		return 0, nil
+		return kgo.NoCompression(), nil
 	case "gzip":
-		return kafka.Gzip, nil
+		return kgo.GzipCompression(), nil
 	case "snappy":
-		return kafka.Snappy, nil
+		return kgo.SnappyCompression(), nil
 	case "lz4":
-		return kafka.Lz4, nil
+		return kgo.Lz4Compression(), nil
 	case "zstd":
-		return kafka.Zstd, nil
+		return kgo.ZstdCompression(), nil
 	}
-	return 0, fmt.Errorf("%sCOMPRESSION=%q is invalid: want none, gzip, snappy, lz4 or zstd", envPrefix, s)
+	return kgo.NoCompression(), fmt.Errorf("%sCOMPRESSION=%q is invalid: want none, gzip, snappy, lz4 or zstd", envPrefix, s)
 }
 
 // TLSConfig is the TLS configuration the sink dials with, loaded from the
@@ -312,15 +313,39 @@ func (c *Config) TLSConfig() (*tls.Config, error) {
 	return cfg, nil
 }
 
-// saslMechanism returns the kafka-go mechanism for c; nil means no SASL.
-func (c *Config) saslMechanism() sasl.Mechanism {
+// ClientOptions are the franz-go options that reach the brokers of c as
+// the sink does: the brokers (trimmed), the client id, TLS and SASL. The
+// sink adds its producer's options to them; the command's other Kafka
+// clients (tail, deadletter) use them as they are. It fails when a TLS
+// file cannot be read, with an error that names its variable. The options
+// hold the SASL password; they never print it.
+func (c *Config) ClientOptions(clientID string) ([]kgo.Opt, error) {
+	brokers := make([]string, len(c.Brokers))
+	for i, b := range c.Brokers {
+		brokers[i] = strings.TrimSpace(b)
+	}
+	opts := []kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ClientID(clientID)}
+	tlsCfg, err := c.TLSConfig()
+	if err != nil {
+		return nil, err
+	}
+	if tlsCfg != nil {
+		opts = append(opts, kgo.DialTLSConfig(tlsCfg))
+	}
+	user, pass := c.SASLUsername, c.SASLPassword
 	switch strings.ToUpper(c.SASLMechanism) {
 	case SASLPlain:
-		return plain.Mechanism{Username: c.SASLUsername, Password: c.SASLPassword}
+		opts = append(opts, kgo.SASL(plain.Auth{User: user, Pass: pass}.AsMechanism()))
 	case SASLScramSHA256:
-		return scramMechanism{scram.Auth{User: c.SASLUsername, Pass: c.SASLPassword}.AsSha256Mechanism()}
+		opts = append(opts, kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha256Mechanism()))
 	case SASLScramSHA512:
-		return scramMechanism{scram.Auth{User: c.SASLUsername, Pass: c.SASLPassword}.AsSha512Mechanism()}
+		opts = append(opts, kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha512Mechanism()))
 	}
-	return nil
+	return opts, nil
 }
+
+// The bounds of [Config.BatchBytes].
+const (
+	MinBatchBytes = 1 << 10
+	MaxBatchBytes = 1 << 20
+)

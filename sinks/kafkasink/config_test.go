@@ -11,7 +11,8 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
-	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/mistbridge/mistbridge/sinks"
 )
@@ -58,8 +59,12 @@ func TestValidate(t *testing.T) {
 			`MISTBRIDGE_KAFKA_CONTENT_MODE="xml" is invalid: want binary or structured`},
 		{"compression", func(c *Config) { c.Compression = "brotli" },
 			`MISTBRIDGE_KAFKA_COMPRESSION="brotli" is invalid: want none, gzip, snappy, lz4 or zstd`},
-		{"batch size", func(c *Config) { c.BatchSize = -1 },
-			`MISTBRIDGE_KAFKA_BATCH_SIZE=-1 is invalid: want a positive number of records`},
+		{"batch bytes negative", func(c *Config) { c.BatchBytes = -1 },
+			`MISTBRIDGE_KAFKA_BATCH_BYTES=-1 is invalid: want a number of bytes from 1024 to 1048576 (1 MiB)`},
+		{"batch bytes too small", func(c *Config) { c.BatchBytes = 1000 },
+			`MISTBRIDGE_KAFKA_BATCH_BYTES=1000 is invalid: want a number of bytes from 1024 to 1048576 (1 MiB)`},
+		{"batch bytes too large", func(c *Config) { c.BatchBytes = 2 << 20 },
+			`MISTBRIDGE_KAFKA_BATCH_BYTES=2097152 is invalid: want a number of bytes from 1024 to 1048576 (1 MiB)`},
 		{"batch timeout", func(c *Config) { c.BatchTimeout = -time.Second },
 			`MISTBRIDGE_KAFKA_BATCH_TIMEOUT=-1s is invalid: want 0 (no wait) or a positive duration such as 1ms`},
 		{"write timeout", func(c *Config) { c.WriteTimeout = -time.Second },
@@ -138,7 +143,7 @@ func TestEnvDefaults(t *testing.T) {
 		ContentMode:      "binary",
 		Compression:      "none",
 		BatchTimeout:     DefaultBatchTimeout,
-		BatchSize:        DefaultBatchSize,
+		BatchBytes:       DefaultBatchBytes,
 		WriteTimeout:     DefaultWriteTimeout,
 		AutoCreateTopics: true,
 		SASLMechanism:    "PLAIN",
@@ -178,23 +183,25 @@ func TestClassify(t *testing.T) {
 		err       error
 		permanent bool
 	}{
-		{kafka.MessageSizeTooLarge, true},
-		{kafka.RecordListTooLarge, true},
-		{kafka.InvalidTopic, true},
-		{kafka.TopicAuthorizationFailed, true},
-		{kafka.ClusterAuthorizationFailed, true},
-		{kafka.InvalidRecord, true},
-		{kafka.SASLAuthenticationFailed, true},
-		{kafka.UnsupportedSASLMechanism, true},
-		{kafka.InvalidRequiredAcks, true},
-		{kafka.MessageTooLargeError{}, true}, // kafka-go's own size check
-		{fmt.Errorf("wrapped: %w", kafka.TopicAuthorizationFailed), true},
-		{kafka.LeaderNotAvailable, false},
-		{kafka.NotLeaderForPartition, false},
-		{kafka.UnknownTopicOrPartition, false}, // a topic being auto-created
-		{kafka.RequestTimedOut, false},
-		{kafka.NotEnoughReplicas, false},
-		{kafka.NetworkException, false},
+		{kerr.MessageTooLarge, true},
+		{kerr.RecordListTooLarge, true},
+		{kerr.InvalidTopicException, true},
+		{kerr.TopicAuthorizationFailed, true},
+		{kerr.ClusterAuthorizationFailed, true},
+		{kerr.InvalidRecord, true},
+		{kerr.SaslAuthenticationFailed, true},
+		{kerr.UnsupportedSaslMechanism, true},
+		{kerr.InvalidRequiredAcks, true},
+		{fmt.Errorf("%w (uncompressed_bytes=%d)", kerr.MessageTooLarge, 2<<20), true}, // franz-go's own size check
+		{fmt.Errorf("wrapped: %w", kerr.TopicAuthorizationFailed), true},
+		{kerr.LeaderNotAvailable, false},
+		{kerr.NotLeaderForPartition, false},
+		{kerr.UnknownTopicOrPartition, false}, // a topic being auto-created
+		{kerr.RequestTimedOut, false},
+		{kerr.NotEnoughReplicas, false},
+		{kerr.NetworkException, false},
+		{kgo.ErrRecordTimeout, false},
+		{kgo.ErrClientClosed, false},
 		{context.DeadlineExceeded, false},
 		{errors.New("dial tcp 127.0.0.1:9092: connect: connection refused"), false},
 		{sinks.ErrClosed, false},

@@ -2,9 +2,8 @@ package kafkasink
 
 import "sync"
 
-// gate counts what is in progress (calls of the sink, or its producer
-// goroutines) and, once shut, refuses more and tells when the last one has
-// left. Unlike a sync.WaitGroup it can be waited for with a deadline, and
+// gate counts what is in progress (the calls of the sink) and, once
+// shut, refuses more and tells when the last one has left. Unlike a sync.WaitGroup it can be waited for with a deadline, and
 // an enter that races with the shutting is refused rather than lost.
 type gate struct {
 	mu   sync.Mutex

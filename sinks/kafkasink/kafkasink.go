@@ -1,31 +1,35 @@
-// Package kafkasink publishes CloudEvents to Kafka with
-// github.com/segmentio/kafka-go, in the CloudEvents Kafka protocol binding
-// ([codec.KafkaRecord]): one record per event, keyed by the event's
-// partition key and partitioned with Murmur2 as the Java client does,
-// acknowledged by all in-sync replicas.
+// Package kafkasink publishes CloudEvents to Kafka with franz-go's producer
+// (github.com/twmb/franz-go/pkg/kgo), in the CloudEvents Kafka protocol
+// binding ([codec.KafkaRecord]): one record per event, keyed by the
+// event's partition key and partitioned with Murmur2 as the Java client
+// does, acknowledged by all in-sync replicas.
 //
-// kafka-go's Writer would make every Write wait for its BatchTimeout; the
-// sink instead sends produce requests itself over kafka-go's Client and
-// Transport, one partition at a time, each as soon as the partition has no
-// request in flight, so that concurrent Writes share requests under load
-// and a lone Write waits for no timer (see producer.go).
+// The producer is idempotent: it keeps several produce requests in flight
+// per broker, each carrying a batch for every partition it leads, and the
+// brokers keep each partition's records in the order they were produced,
+// retries included. With the default BatchTimeout (0) a lone Write waits
+// for no timer, and the records that arrive while requests are in flight
+// go together in the next ones, so batches grow with the load (see
+// produce.go).
 //
-// The sink does not retry: a failed record comes back as an error,
-// [sinks.Permanent] when the broker's answer means that sending it again
-// cannot succeed, and the caller (sinks.Retrying) decides what to do.
+// The producer retries what it can (a leader election, a request timeout)
+// until WriteTimeout; the sink itself does not: a failed record comes back
+// as an error, [sinks.Permanent] when the broker's answer means that
+// sending it again cannot succeed, and the caller (sinks.Retrying) decides
+// what to do.
 package kafkasink
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
+	"time"
 
-	"github.com/segmentio/kafka-go"
-	metadataAPI "github.com/segmentio/kafka-go/protocol/metadata"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 
 	"github.com/mistbridge/mistbridge/codec"
 	"github.com/mistbridge/mistbridge/sinks"
@@ -35,44 +39,41 @@ import (
 // its [sinks.HeaderDeadLetterSink] header.
 const Name = "kafka"
 
-// maxRequestBytes bounds the records of one produce request, counted with
-// recordSizeBound: the brokers' default message.max.bytes. A record larger
-// than that alone is refused by Write before any request.
-const maxRequestBytes = 1 << 20
+// clientID is the client id the sink's connections announce.
+const clientID = "mistbridge"
+
+// batchOverhead is what a record batch takes besides its records: its
+// header (61 bytes) with room to spare. The producer counts it in its
+// bound on a batch, so that a record of BatchBytes fits one.
+const batchOverhead = 128
 
 // Sink writes events to Kafka. It is safe for concurrent use; concurrent
-// Writes share produce requests (see producer.go).
+// Writes share produce requests.
 type Sink struct {
-	cfg         Config
-	mode        codec.Mode
-	compression kafka.Compression
-	transport   *kafka.Transport
-	client      *kafka.Client
-	balancer    kafka.Murmur2Balancer
-	log         *slog.Logger
+	cfg  Config
+	mode codec.Mode
+	log  *slog.Logger
 
-	partsMu sync.RWMutex
-	parts   map[topicPartition]*partition
+	// cl produces the records of Writes. alone produces one record at a
+	// time, each in a batch of its own (see produceAlone): dead letters,
+	// and records sent again after a batch refusal. Both are closed by
+	// Close.
+	cl    *kgo.Client
+	alone *kgo.Client
+	// aloneSem holds a token while alone has a record in flight.
+	aloneSem chan struct{}
 
-	calls   *gate // Write, DeadLetter and Ready calls in progress
-	workers *gate // producer goroutines
-
-	// spawn starts the producer goroutine of a partition with the context
-	// of the sink's producers, which abort cancels when Close gives up
-	// waiting. Producers outlive the calls that start them, so their
-	// context cannot come from a call.
-	spawn func(p *partition)
-	abort context.CancelFunc
+	calls *gate         // Write, DeadLetter and Ready calls in progress
+	abort chan struct{} // closed when Close gives up waiting for calls
 
 	hooks testHooks
 }
 
-// testHooks let tests synchronise on what the producers do. They are nil
+// testHooks let tests synchronise on what the sink does. They are nil
 // outside tests.
 type testHooks struct {
-	queued  func(tp topicPartition) // a call queued its records for tp
-	linger  func()                  // a producer waits BatchTimeout for more records
-	closing func()                  // Close refuses new calls and waits for the others
+	produced func(n int) // a Write handed its n records to the producer
+	closing  func()      // Close refuses new calls and waits for the others
 }
 
 var _ sinks.Sink = (*Sink)(nil)
@@ -91,45 +92,92 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 		brokers[i] = strings.TrimSpace(b)
 	}
 	cfg.Brokers = brokers
-	mode, _ := codec.ParseMode(cfg.ContentMode) // checked by Validate
-	compression, _ := parseCompression(cfg.Compression)
-	tlsCfg, err := cfg.TLSConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kafkasink: %w", err)
-	}
+	mode, _ := codec.ParseMode(cfg.ContentMode)         // checked by Validate
+	compression, _ := parseCompression(cfg.Compression) // checked by Validate
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("sink", Name)
-	if cfg.SASLMechanism != "" && tlsCfg == nil {
+	opts, err := cfg.ClientOptions(clientID)
+	if err != nil {
+		return nil, fmt.Errorf("kafkasink: %w", err)
+	}
+	if cfg.SASLMechanism != "" && !cfg.TLS {
 		log.Warn("SASL without TLS sends credentials and records in clear", "mechanism", cfg.SASLMechanism)
 	}
-
-	transport := &kafka.Transport{
-		ClientID: "mistbridge",
-		TLS:      tlsCfg,
-		SASL:     cfg.saslMechanism(),
+	opts = append(opts,
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordPartitioner(javaPartitioner),
+		kgo.ProducerLinger(cfg.BatchTimeout),
+		kgo.ProducerBatchMaxBytes(int32(cfg.BatchBytes+batchOverhead)),
+		kgo.ProducerBatchCompression(compression),
+		kgo.ProduceRequestTimeout(cfg.WriteTimeout),
+		kgo.RecordDeliveryTimeout(cfg.WriteTimeout),
+		kgo.WithLogger(kgoLogger{log}),
+		// No KIP-714 metrics pushed to the brokers: the bridge exports its
+		// own, and the final push would hold Close up to a second.
+		kgo.DisableClientMetrics(),
+		kgo.MaxVersions(produceByName()),
+		// The producer refreshes metadata before it retries a refused
+		// batch (a leader may have moved), and no sooner than this after
+		// the last refresh: franz-go's default, 5s, would hold a retry
+		// past WriteTimeout. 100ms is the Java client's retry.backoff.ms.
+		kgo.MetadataMinAge(100*time.Millisecond),
+	)
+	if cfg.AutoCreateTopics {
+		opts = append(opts, kgo.AllowAutoTopicCreation())
 	}
-	produceCtx, abort := context.WithCancel(context.Background())
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafkasink: %w", err)
+	}
+	alone, err := kgo.NewClient(opts...)
+	if err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("kafkasink: %w", err)
+	}
 	s := &Sink{
-		cfg:         cfg,
-		mode:        mode,
-		compression: compression,
-		transport:   transport,
-		client:      &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: transport, Timeout: cfg.WriteTimeout},
-		// Consistent hashes a nil key too, where the Java client would
-		// pick a partition at random; every record has a key anyway.
-		balancer: kafka.Murmur2Balancer{Consistent: true},
+		cfg:      cfg,
+		mode:     mode,
 		log:      log,
-		parts:    make(map[topicPartition]*partition),
+		cl:       cl,
+		alone:    alone,
+		aloneSem: make(chan struct{}, 1),
 		calls:    newGate(),
-		workers:  newGate(),
-		abort:    abort,
+		abort:    make(chan struct{}),
 	}
-	s.spawn = func(p *partition) { go s.produce(produceCtx, p) }
 	log.Info("kafka sink configured", "config", cfg)
 	return s, nil
 }
+
+// produceByName is the newest versions of every request the client knows,
+// but produce requests at most at version 12, which names each topic:
+// version 13 (Kafka 4.1, KIP-516) names topics by id only. Kafka 3.9, the
+// version the end-to-end suite runs, answers version 11 at most anyway; a
+// name keeps the sink's requests legible to what inspects them on the way
+// (the fault injection of sinks/retry_test.go matches topics by name).
+func produceByName() *kversion.Versions {
+	v := kversion.Stable()
+	if max, ok := v.LookupMaxKeyVersion(int16(kmsg.Produce)); ok && max > 12 {
+		v.SetMaxKeyVersion(int16(kmsg.Produce), 12)
+	}
+	return v
+}
+
+// javaPartitioner puts a record where the Java client's default
+// partitioner puts a record with its key: murmur2 of the key, high bit
+// cleared, modulo the partition count. A record with no key is hashed as
+// the empty key, where the Java client would pick a partition at random;
+// every record the sink writes has a key anyway.
+var javaPartitioner = kgo.BasicConsistentPartitioner(func(topic string) func(*kgo.Record, int) int {
+	p := kgo.StickyKeyPartitioner(nil).ForTopic(topic) // murmur2 for a non-nil key
+	return func(r *kgo.Record, n int) int {
+		if r.Key == nil {
+			return p.Partition(&kgo.Record{Key: []byte{}}, n)
+		}
+		return p.Partition(r, n)
+	}
+})
 
 // Name returns "kafka".
 func (s *Sink) Name() string { return Name }
@@ -137,31 +185,34 @@ func (s *Sink) Name() string { return Name }
 // Write sends one record per event and blocks until the brokers
 // acknowledge each (acks=all) or it fails. It returns nil, a
 // [sinks.WriteErrors] in the order of events, or an error for the whole
-// call (no broker reachable, ctx done before any answer,
-// [sinks.ErrClosed]).
+// call (ctx done, or Close giving up, before any answer; [sinks.ErrClosed]
+// after Close).
 //
-// Records are sent as soon as their partition has no produce request in
-// flight; records of concurrent Writes that queue up meanwhile share the
-// next request (at most BatchSize records and 1 MiB). The records of one
-// key keep the order of events, within a Write and across sequential
-// Writes: a partition has one request in flight at a time, and when a
-// request fails, this Write's later records for that partition fail with
-// it, unsent.
+// Records are sent as soon as the producer has room for a request in
+// flight (after BatchTimeout when it is set); records of concurrent Writes
+// share requests. The records of one key keep the order of events, within
+// a Write and across sequential Writes. The producer retries transient
+// errors itself until WriteTimeout; when a record fails, the producer
+// fails the records buffered behind it on its partition too, so a retry
+// of them does not land behind later records.
 //
-// A record that cannot be sent fails alone and permanently, before any
-// request: its topic name is invalid (over 249 characters, or a character
+// A record that cannot be sent fails alone and permanently, before it is
+// sent: its topic name is invalid (over 249 characters, or a character
 // other than letters, digits, '.', '_' and '-'; the error wraps
-// kafka.InvalidTopic), or it is larger than the 1 MiB request limit
-// (kafka.MessageSizeTooLarge). A record the brokers refuse for its size is
-// sent again alone, so an event is never reported as too large because it
-// shared a batch with a large one; a topic the brokers refuse
-// (authorization, invalid name) fails only the events bound for it.
+// kerr.InvalidTopicException), or it is larger than the batch bound
+// (BatchBytes, at most 1 MiB; kerr.MessageTooLarge). A record the
+// brokers refuse with its batch (too large, invalid) is sent again alone,
+// so an event is never reported as too large because it shared a batch
+// with a large one; a topic the brokers refuse (authorization, invalid
+// name) fails only the events bound for it.
 //
-// When ctx ends first, Write returns at once: records not yet sent are
-// taken out of the queue and never sent; a record already in a request
-// may still be written, and the events' deterministic ids let consumers
-// drop the duplicate a retry then makes. Write copies what it sends, so it
-// never reads the events after it returns.
+// When ctx ends first, Write returns at once, with an error for each
+// record not yet acknowledged: a record not yet in a request is dropped by
+// the producer (with the records buffered behind it on its partition,
+// which fail transiently); one in a request may still be written, and the
+// events' deterministic ids let consumers drop the duplicate a retry then
+// makes. Write copies what it sends, so it never reads the events after
+// it returns.
 func (s *Sink) Write(ctx context.Context, events []*codec.Event) error {
 	if len(events) == 0 {
 		return nil
@@ -178,77 +229,60 @@ func (s *Sink) Write(ctx context.Context, events []*codec.Event) error {
 		}
 		out[i] = err
 	}
-	recs := make([]record, len(events))
+	c := newCall(len(events))
 	a := newArena(events, s.mode)
 	var topic, from string
 	for i, ev := range events {
 		if i == 0 || ev.Topic != from {
 			from, topic = ev.Topic, codec.KafkaTopic(s.cfg.TopicTemplate, ev.Topic)
 		}
-		r, err := s.record(ctx, ev, topic, &a)
-		if err != nil {
+		if err := s.record(ctx, &c.recs[i], ev, topic, &a); err != nil {
 			fail(i, err)
+			c.errs[i] = err // not produced: no outcome to wait for
 			continue
 		}
-		recs[i] = r
+		c.pending++
 	}
-
-	// Partition the records, and group them into one segment per
-	// partition, in the order of events.
-	part := make([]int32, len(events)) // segment of each record; -1: none
-	var dests []*partition
-	type topicSize struct {
-		topic string
-		n     int
-	}
-	var sizes []topicSize // the partition counts of the call's topics, usually one
-	for i := range recs {
-		part[i] = -1
-		if out != nil && out[i] != nil {
-			continue
-		}
-		r := &recs[i]
-		k := slices.IndexFunc(sizes, func(ts topicSize) bool { return ts.topic == r.topic })
-		if k < 0 {
-			n, err := s.partitionCount(ctx, r.topic)
-			if err != nil {
-				if whole := s.failTopic(events, recs, r.topic, err, fail); whole != nil {
-					return whole
-				}
-				continue
-			}
-			k = len(sizes)
-			sizes = append(sizes, topicSize{r.topic, n})
-		}
-		tp := topicPartition{r.topic, s.balancer.Balance(kafka.Message{Key: r.key}, partitionIDs(sizes[k].n)...)}
-		j := slices.IndexFunc(dests, func(p *partition) bool { return p.tp == tp })
-		if j < 0 {
-			j = len(dests)
-			dests = append(dests, s.partition(tp))
-		}
-		part[i] = int32(j)
-	}
-	if len(dests) == 0 {
+	if c.pending == 0 {
 		return out // every event failed
 	}
-	segs := make([]segment, len(dests))
-	idx := make([]int, 0, len(events))
-	for j, p := range dests {
-		start := len(idx)
-		for i, sj := range part {
-			if sj == int32(j) {
-				idx = append(idx, i)
-			}
+	local := out != nil // some records were refused here
+	s.produce(ctx, c)
+
+	abandoned := false
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		abandoned = true
+	case <-s.abort:
+		abandoned = true
+	}
+	if abandoned {
+		select {
+		case <-c.done: // every outcome arrived after all
+			abandoned = false
+		default:
 		}
-		segs[j] = segment{p: p, idx: idx[start:len(idx):len(idx)]}
 	}
-	errs, answered := s.deliver(ctx, recs, segs)
-	if !answered && out == nil {
-		return classify(fmt.Errorf("kafkasink: write %d records: %w", len(events), ctx.Err()))
+	errs, answered := c.outcomes(abandoned, func() error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return sinks.ErrClosed
+	})
+	if abandoned && !answered && !local {
+		if ctx.Err() != nil {
+			return fmt.Errorf("kafkasink: write %d records: %w", len(events), ctx.Err())
+		}
+		return fmt.Errorf("kafkasink: write %d records: %w", len(events), sinks.ErrClosed)
 	}
+	if !abandoned {
+		s.isolate(ctx, c, errs, func(i int) bool { return out != nil && out[i] != nil })
+	}
+
 	for i, err := range errs {
-		if err != nil {
-			fail(i, produceError(events[i].ID, recs[i].topic, err))
+		if err != nil && (out == nil || out[i] == nil) {
+			fail(i, produceError(events[i].ID, c.recs[i].Topic, recordError(ctx, err)))
 		}
 	}
 	if out != nil {
@@ -257,110 +291,40 @@ func (s *Sink) Write(ctx context.Context, events []*codec.Event) error {
 	return nil
 }
 
-// failTopic fails every event bound for topic with err, the error of its
-// metadata. When that is every event of the call, it returns the error
-// for the whole call instead.
-func (s *Sink) failTopic(events []*codec.Event, recs []record, topic string, err error, fail func(int, error)) error {
-	var n int
-	for i := range recs {
-		if recs[i].topic == topic {
-			n++
-		}
+// record encodes ev for topic into r, its bytes copied into a, with extra
+// headers after the CloudEvent ones. A topic Kafka cannot hold
+// ([checkTopic]) or a record over the batch bound is refused here, with a
+// permanent error, before it is sent: the sink does not rely on every
+// broker refusing an invalid topic name (kfake accepts one).
+func (s *Sink) record(ctx context.Context, r *kgo.Record, ev *codec.Event, topic string, a *arena, extra ...kgo.RecordHeader) error {
+	if err := checkTopic(topic); err != nil {
+		return sinks.Permanent(fmt.Errorf("kafkasink: event %s: %w", ev.ID, err))
 	}
-	err = classify(fmt.Errorf("kafkasink: write %d records: %w", n, err))
-	if n == len(events) {
-		return err
-	}
-	for i := range recs {
-		if recs[i].topic == topic {
-			fail(i, err)
+	r.Topic = topic
+	r.Key = a.copyString(ev.PartitionKey()) // never nil: see javaPartitioner
+	if s.mode == codec.Binary {
+		r.Headers = a.binaryHeaders(ev, extra)
+		r.Value = a.copy(ev.Data)
+	} else {
+		hs, value, err := codec.KafkaRecord(ctx, ev, s.mode)
+		if err != nil {
+			return sinks.Permanent(fmt.Errorf("kafkasink: event %s: %w", ev.ID, err))
 		}
+		r.Headers = a.headers(hs, extra)
+		r.Value = value // the SDK's own encoding, not ev's memory
+	}
+	if n, limit := recordSizeBound(r), s.cfg.BatchBytes; n > limit {
+		return sinks.Permanent(fmt.Errorf("kafkasink: event %s: a record of up to %d bytes exceeds the %d-byte batch limit: %w",
+			ev.ID, n, limit, kerr.MessageTooLarge))
 	}
 	return nil
 }
 
-// deliver queues segs, the segments of a call whose records are recs, and
-// waits until every record has an outcome or ctx ends. It returns the
-// outcome of each record (nil for those not in segs), and false when ctx
-// ended before any record had one.
-func (s *Sink) deliver(ctx context.Context, recs []record, segs []segment) ([]error, bool) {
-	c := newCall(recs, len(segs))
-	closed := fmt.Errorf("not sent: %w", sinks.ErrClosed)
-	for j := range segs {
-		seg := &segs[j]
-		seg.c = c
-		if !s.enqueue(seg) {
-			for _, i := range seg.idx {
-				c.errs[i] = closed
-			}
-			seg.acked = len(seg.idx)
-			c.settled()
-		}
-	}
-	select {
-	case <-c.done:
-		return c.errs, true
-	case <-ctx.Done():
-		return abandon(c, segs, ctx.Err())
-	}
-}
-
-// abandon gives up on c when ctx ended with cause: what was not sent is
-// taken out of the queues and never sent. It returns the outcome of every
-// record, and whether any has one from the brokers.
-func abandon(c *call, segs []segment, cause error) ([]error, bool) {
-	errs := make([]error, len(c.recs))
-	answered := false
-	for j := range segs {
-		seg := &segs[j]
-		seg.p.mu.Lock()
-		for n, i := range seg.idx {
-			switch {
-			case n < seg.acked:
-				errs[i] = c.errs[i]
-				answered = true
-			case n < seg.next:
-				errs[i] = fmt.Errorf("no answer yet (the record may still be written): %w", cause)
-			default:
-				errs[i] = fmt.Errorf("not sent: %w", cause)
-			}
-		}
-		seg.dropped = true
-		seg.p.mu.Unlock()
-	}
-	return errs, answered
-}
-
-// record encodes ev for topic, its bytes copied into a, with extra headers
-// after the CloudEvent ones. A topic Kafka cannot hold ([checkTopic]) or a
-// record over the request limit is refused here, with a permanent error,
-// before any request: the sink does not rely on every broker refusing an
-// invalid topic name (kfake accepts one).
-func (s *Sink) record(ctx context.Context, ev *codec.Event, topic string, a *arena, extra ...kafka.Header) (record, error) {
-	if err := checkTopic(topic); err != nil {
-		return record{}, sinks.Permanent(fmt.Errorf("kafkasink: event %s: %w", ev.ID, err))
-	}
-	hs, value, err := codec.KafkaRecord(ctx, ev, s.mode)
-	if err != nil {
-		return record{}, sinks.Permanent(fmt.Errorf("kafkasink: event %s: %w", ev.ID, err))
-	}
-	r := record{topic: topic, key: a.copyString(ev.PartitionKey()), value: value, headers: a.headers(hs, extra)}
-	if s.mode == codec.Binary {
-		r.value = a.copy(value) // the value is ev.Data itself
-	}
-	r.size = recordSizeBound(&r)
-	if r.size > maxRequestBytes {
-		return record{}, sinks.Permanent(fmt.Errorf("kafkasink: event %s: a record of up to %d bytes exceeds the %d-byte request limit: %w",
-			ev.ID, r.size, maxRequestBytes, kafka.MessageSizeTooLarge))
-	}
-	return r, nil
-}
-
 // recordSizeBound is at least what r takes in a record batch (length
 // prefixes are counted at their widest).
-func recordSizeBound(r *record) int {
-	n := 4 + 1 + 1 + 8 + 4 + len(r.key) + 4 + len(r.value) + 5
-	for _, h := range r.headers {
+func recordSizeBound(r *kgo.Record) int {
+	n := 4 + 1 + 1 + 8 + 4 + len(r.Key) + 4 + len(r.Value) + 5
+	for _, h := range r.Headers {
 		n += 5 + len(h.Key) + 5 + len(h.Value)
 	}
 	return n
@@ -370,22 +334,29 @@ func recordSizeBound(r *record) int {
 // allocations per call rather than several per record. What it hands out
 // stays valid as it grows (a full block is left as it is).
 type arena struct {
-	b []byte
-	h []kafka.Header
+	b  []byte
+	h  []kgo.RecordHeader
+	hs []codec.Header // scratch for codec.AppendKafkaHeaders
 }
 
 // headersPerRecord is about how many headers a record has in binary mode.
 const headersPerRecord = 12
+
+// headerBytes is about what the binary-mode header values of ev take:
+// its attributes, and room for the fixed ones and the time.
+func headerBytes(ev *codec.Event) int {
+	return 96 + len(ev.ID) + len(ev.Type) + 2*len(ev.Source) + len(ev.Topic) + 2*len(ev.Org) + 2*len(ev.Site)
+}
 
 func newArena(events []*codec.Event, mode codec.Mode) arena {
 	n := 0
 	for _, ev := range events {
 		n += len(ev.PartitionKey())
 		if mode == codec.Binary {
-			n += len(ev.Data)
+			n += len(ev.Data) + headerBytes(ev)
 		}
 	}
-	return arena{b: make([]byte, 0, n), h: make([]kafka.Header, 0, len(events)*headersPerRecord)}
+	return arena{b: make([]byte, 0, n), h: make([]kgo.RecordHeader, 0, len(events)*headersPerRecord)}
 }
 
 func (a *arena) copy(p []byte) []byte {
@@ -408,65 +379,30 @@ func (a *arena) grow(n int) {
 	}
 }
 
-func (a *arena) headers(hs []codec.Header, extra []kafka.Header) []kafka.Header {
+// binaryHeaders writes ev's binary-mode headers, then extra, into a.
+func (a *arena) binaryHeaders(ev *codec.Event, extra []kgo.RecordHeader) []kgo.RecordHeader {
+	a.grow(headerBytes(ev)) // so that the values rarely move the block
+	a.hs, a.b = codec.AppendKafkaHeaders(a.hs[:0], a.b, ev)
+	return a.headers(a.hs, extra)
+}
+
+func (a *arena) headers(hs []codec.Header, extra []kgo.RecordHeader) []kgo.RecordHeader {
 	n := len(hs) + len(extra)
 	if cap(a.h)-len(a.h) < n {
-		a.h = make([]kafka.Header, 0, max(n, 2*cap(a.h)))
+		a.h = make([]kgo.RecordHeader, 0, max(n, 2*cap(a.h)))
 	}
 	start := len(a.h)
 	for _, h := range hs {
-		a.h = append(a.h, kafka.Header{Key: h.Key, Value: h.Value})
+		a.h = append(a.h, kgo.RecordHeader{Key: h.Key, Value: h.Value})
 	}
 	a.h = append(a.h, extra...)
 	return a.h[start:len(a.h):len(a.h)]
 }
 
-// partitionCount returns the number of partitions of topic, from the
-// transport's metadata cache when it has the topic (as kafka-go's Writer
-// does), asking the brokers to create the topic when AutoCreateTopics is
-// set.
-func (s *Sink) partitionCount(ctx context.Context, topic string) (int, error) {
-	r, err := s.transport.RoundTrip(ctx, s.client.Addr, &metadataAPI.Request{
-		TopicNames:             []string{topic},
-		AllowAutoTopicCreation: s.cfg.AutoCreateTopics,
-	})
-	if err != nil {
-		return 0, err
-	}
-	for _, t := range r.(*metadataAPI.Response).Topics {
-		if t.Name == topic {
-			if t.ErrorCode != 0 {
-				return 0, kafka.Error(t.ErrorCode)
-			}
-			if len(t.Partitions) == 0 {
-				return 0, kafka.LeaderNotAvailable
-			}
-			return len(t.Partitions), nil
-		}
-	}
-	return 0, kafka.UnknownTopicOrPartition
-}
-
-// partitionIDs returns [0, 1, ..., n-1], the partitions of a topic as a
-// kafka.Balancer takes them, from a shared cache.
-func partitionIDs(n int) []int {
-	if ids := cachedIDs.Load(); ids != nil && len(*ids) >= n {
-		return (*ids)[:n]
-	}
-	ids := make([]int, max(n, 256))
-	for i := range ids {
-		ids[i] = i
-	}
-	cachedIDs.Store(&ids)
-	return ids[:n]
-}
-
-var cachedIDs atomic.Pointer[[]int]
-
 // DeadLetter writes ev to the dead-letter topic as Write would have
 // written it (same key, value and CloudEvent headers), plus the
 // [sinks.HeaderDeadLetterReason] and [sinks.HeaderDeadLetterSink] headers.
-// The record is sent in a request of its own. If it is too large for the
+// The record is sent in a batch of its own. If it is too large for the
 // dead-letter topic too, the error is permanent; give that topic a larger
 // max.message.bytes than the event topics.
 func (s *Sink) DeadLetter(ctx context.Context, ev *codec.Event, cause error) error {
@@ -476,50 +412,42 @@ func (s *Sink) DeadLetter(ctx context.Context, ev *codec.Event, cause error) err
 	defer s.calls.leave()
 	topic := s.cfg.DeadLetterTopic
 	a := newArena([]*codec.Event{ev}, s.mode)
-	r, err := s.record(ctx, ev, topic, &a,
-		kafka.Header{Key: sinks.HeaderDeadLetterReason, Value: []byte(sinks.DeadLetterReason(cause))},
-		kafka.Header{Key: sinks.HeaderDeadLetterSink, Value: []byte(Name)},
+	r := new(kgo.Record)
+	err := s.record(ctx, r, ev, topic, &a,
+		kgo.RecordHeader{Key: sinks.HeaderDeadLetterReason, Value: []byte(sinks.DeadLetterReason(cause))},
+		kgo.RecordHeader{Key: sinks.HeaderDeadLetterSink, Value: []byte(Name)},
 	)
 	if err != nil {
 		return err
 	}
-	n, err := s.partitionCount(ctx, topic)
-	if err == nil {
-		tp := topicPartition{topic, s.balancer.Balance(kafka.Message{Key: r.key}, partitionIDs(n)...)}
-		var errs []error
-		errs, _ = s.deliver(ctx, []record{r}, []segment{{p: s.partition(tp), idx: []int{0}, alone: true}})
-		err = errs[0]
-	}
-	if err != nil {
-		return classify(fmt.Errorf("kafkasink: dead-letter event %s to %s: %w", ev.ID, topic, err))
+	if err := s.produceAlone(ctx, r); err != nil {
+		return classify(fmt.Errorf("kafkasink: dead-letter event %s to %s: %w", ev.ID, topic, recordError(ctx, err)))
 	}
 	return nil
 }
 
-// Ready asks a broker for its API versions over the sink's connections, a
-// round trip that needs no topic and proves the brokers accept this
-// client (TLS and SASL included). It honours ctx's deadline.
+// Ready asks a broker for the cluster's brokers (a metadata request that
+// names no topic) over the sink's connections, a round trip that proves
+// the brokers accept this client (TLS and SASL included). It honours ctx's
+// deadline.
 func (s *Sink) Ready(ctx context.Context) error {
 	if !s.calls.enter() {
 		return fmt.Errorf("kafkasink: ready: %w", sinks.ErrClosed)
 	}
 	defer s.calls.leave()
-	resp, err := s.client.ApiVersions(ctx, &kafka.ApiVersionsRequest{})
-	if err == nil && resp.Error != nil {
-		err = resp.Error
-	}
-	if err != nil {
+	if err := s.cl.Ping(ctx); err != nil {
 		return fmt.Errorf("kafkasink: brokers %s not ready: %w", strings.Join(s.cfg.Brokers, ","), err)
 	}
 	return nil
 }
 
 // Close stops new calls (they return [sinks.ErrClosed]), waits for the
-// calls in progress to end (their records acknowledged or failed), stops
-// the producer goroutines and waits for them, and closes the connections.
-// When ctx ends first, Close fails what is still queued or in flight,
-// waits for the producers to stop (at once), and returns ctx's error.
-// Close is idempotent.
+// calls in progress to end (their records acknowledged or failed), waits
+// up to WriteTimeout for the records of abandoned Writes still buffered
+// to be sent, and closes the connections. When ctx ends first, Close makes the calls in
+// progress return (their unacknowledged records fail with
+// [sinks.ErrClosed]), fails what is still buffered, and returns ctx's
+// error. Close is idempotent.
 func (s *Sink) Close(ctx context.Context) error {
 	if !s.calls.close() {
 		return nil
@@ -530,24 +458,52 @@ func (s *Sink) Close(ctx context.Context) error {
 	var err error
 	select {
 	case <-s.calls.done():
+		s.flush(ctx)
+		err = ctx.Err()
 	case <-ctx.Done():
 		err = ctx.Err()
-		s.abort()
 	}
-	// No call can start a producer any more, or Close has given up on
-	// them and a call that tries fails with ErrClosed.
-	s.workers.close()
-	select {
-	case <-s.workers.done():
-	case <-ctx.Done():
-		err = ctx.Err()
-		s.abort()
-		<-s.workers.done()
+	if err != nil {
+		close(s.abort)
 	}
-	s.abort()
-	s.transport.CloseIdleConnections()
+	s.cl.Close()
+	s.alone.Close()
 	if err != nil {
 		return fmt.Errorf("kafkasink: close: %w", err)
 	}
 	return nil
+}
+
+// flush gives the records still buffered, those of Writes that gave up,
+// until ctx ends or WriteTimeout passes to reach the brokers. No caller
+// waits for them; a record in a request to a broker that went away would
+// hold a flush for ever (the idempotent producer does not give up on a
+// record it may have written).
+func (s *Sink) flush(ctx context.Context) {
+	if s.cl.BufferedProduceRecords() == 0 && s.alone.BufferedProduceRecords() == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	err := s.cl.Flush(ctx)
+	if aerr := s.alone.Flush(ctx); err == nil {
+		err = aerr
+	}
+	if n := s.cl.BufferedProduceRecords() + s.alone.BufferedProduceRecords(); err != nil && n > 0 {
+		s.log.Warn("closing with records of abandoned writes not acknowledged", "records", n, "err", err)
+	}
+}
+
+// kgoLogger passes franz-go's warnings and errors to the sink's log.
+// franz-go logs no secret: SASL is logged by mechanism only.
+type kgoLogger struct{ log *slog.Logger }
+
+func (kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
+
+func (l kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	lvl := slog.LevelWarn
+	if level == kgo.LogLevelError {
+		lvl = slog.LevelError
+	}
+	l.log.Log(context.Background(), lvl, "kafka client: "+msg, keyvals...)
 }

@@ -12,7 +12,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/cloudevents/sdk-go/protocol/kafka_sarama/v2"
-	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -324,7 +324,7 @@ func TestRefusedTopicFailsOnlyItsEvents(t *testing.T) {
 	if werrs[0] != nil || werrs[2] != nil || werrs[1] == nil {
 		t.Fatalf("Write errors = %v, want only the middle event to fail", werrs)
 	}
-	if !sinks.IsPermanent(werrs[1]) || !errors.Is(werrs[1], kafka.TopicAuthorizationFailed) {
+	if !sinks.IsPermanent(werrs[1]) || !errors.Is(werrs[1], kerr.TopicAuthorizationFailed) {
 		t.Errorf("refused topic: %v, want a permanent TopicAuthorizationFailed", werrs[1])
 	}
 	consume(t, b.addrs, "acl.device-events", 2, kgo.SASL(plain.Auth{User: "admin", Pass: "admin-pw"}.AsMechanism()))
@@ -359,7 +359,7 @@ func TestNewAppliesDefaults(t *testing.T) {
 		TopicTemplate:   "mist.{topic}",
 		DeadLetterTopic: "mistbridge.deadletter",
 		BatchTimeout:    0,
-		BatchSize:       1000,
+		BatchBytes:      1 << 20,
 		WriteTimeout:    10 * time.Second,
 	}
 	if s.cfg.String() != want.String() {
@@ -374,14 +374,14 @@ func TestNewAppliesDefaults(t *testing.T) {
 // per webhook), and from parallel goroutines, where concurrent Writes share
 // produce requests (its throughput). See also sinks.BenchmarkKafkaWrite.
 func BenchmarkWrite(b *testing.B) {
-	for _, bs := range []int{DefaultBatchSize, 100} {
+	for _, bs := range []int{DefaultBatchBytes, 100 << 10} {
 		br := startKafka(b)
-		s := newSink(b, Config{Brokers: br.addrs, TopicTemplate: "bench.{topic}", AutoCreateTopics: true, BatchSize: bs})
+		s := newSink(b, Config{Brokers: br.addrs, TopicTemplate: "bench.{topic}", AutoCreateTopics: true, BatchBytes: bs})
 		ctx := context.Background()
 		if err := s.Write(ctx, events(10, "bench")); err != nil { // creates the topic
 			b.Fatal(err)
 		}
-		b.Run(fmt.Sprintf("serial/batchsize=%d", bs), func(b *testing.B) {
+		b.Run(fmt.Sprintf("serial/batchbytes=%d", bs), func(b *testing.B) {
 			batch := events(10, "bench")
 			b.ReportAllocs()
 			for b.Loop() {
@@ -391,7 +391,7 @@ func BenchmarkWrite(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(batch)), "ns/event")
 		})
-		b.Run(fmt.Sprintf("parallel/batchsize=%d", bs), func(b *testing.B) {
+		b.Run(fmt.Sprintf("parallel/batchbytes=%d", bs), func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetParallelism(16)
 			b.RunParallel(func(pb *testing.PB) {

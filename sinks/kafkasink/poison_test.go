@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/mistbridge/mistbridge/codec"
 	"github.com/mistbridge/mistbridge/sinks"
@@ -27,9 +27,9 @@ func TestPoisonRecordsFailAlone(t *testing.T) {
 		permanent bool // false: the poison is no poison for Kafka and lands
 		is        error
 	}{
-		{"topic-over-249", long, true, kafka.InvalidTopic},
-		{"topic-bad-char", bad, true, kafka.InvalidTopic},
-		{"over-message-max-bytes", &huge, true, kafka.MessageSizeTooLarge},
+		{"topic-over-249", long, true, kerr.InvalidTopicException},
+		{"topic-bad-char", bad, true, kerr.InvalidTopicException},
+		{"over-message-max-bytes", &huge, true, kerr.MessageTooLarge},
 		{"site-5000", &bigSite, false, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/mistbridge/mistbridge/codec"
@@ -40,12 +39,17 @@ func watchProduce(t *testing.T, c *kfake.Cluster, topic string, o watchOpts) *pr
 	t.Helper()
 	w := &produceWatch{entered: make(chan struct{}), release: make(chan struct{})}
 	t.Cleanup(w.Release) // a held request must not outlive the test
+	// Produce v13 names a topic by its id: the topic exists by now.
+	info := c.TopicInfo(topic)
+	if info == nil {
+		t.Fatalf("topic %s does not exist", topic)
+	}
 	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		preq := req.(*kmsg.ProduceRequest)
 		n := 0
 		for _, rt := range preq.Topics {
-			if rt.Topic != topic {
+			if rt.Topic != topic && rt.TopicID != info.TopicID {
 				continue
 			}
 			for _, rp := range rt.Partitions {
@@ -90,7 +94,7 @@ func refuse(preq *kmsg.ProduceRequest, code int16) *kmsg.ProduceResponse {
 	resp.Version = preq.Version
 	for _, rt := range preq.Topics {
 		st := kmsg.NewProduceResponseTopic()
-		st.Topic = rt.Topic
+		st.Topic, st.TopicID = rt.Topic, rt.TopicID
 		for _, rp := range rt.Partitions {
 			sp := kmsg.NewProduceResponseTopicPartition()
 			sp.Partition = rp.Partition
@@ -104,85 +108,92 @@ func refuse(preq *kmsg.ProduceRequest, code int16) *kmsg.ProduceResponse {
 
 // onePartition is a kfake broker whose topics have a single partition, so
 // that every record of a test shares one queue, and a sink on it whose
-// hooks report each queued segment on the returned channel.
-func onePartition(t *testing.T, cfg Config) (*kafkaBroker, *Sink, <-chan topicPartition) {
+// hooks report, on the returned channel, each Write that handed its
+// records to the producer.
+func onePartition(t *testing.T, cfg Config) (*kafkaBroker, *Sink, <-chan int) {
 	t.Helper()
 	b := startKafka(t, kfake.NumBrokers(1), kfake.DefaultNumPartitions(1))
 	cfg.Brokers = b.addrs
 	cfg.TopicTemplate = "one.{topic}"
 	cfg.AutoCreateTopics = true
 	s := newSink(t, cfg)
-	// Create the topic, so that the transport has its metadata before the
-	// watch starts.
+	// Create the topic, so that the producer has its metadata and a
+	// producer id before the watch starts.
 	if err := s.Write(testCtx(t), events(1, "warm")); err != nil {
 		t.Fatal(err)
 	}
-	queued := make(chan topicPartition, 64)
-	s.hooks.queued = func(tp topicPartition) { queued <- tp }
-	return b, s, queued
+	produced := make(chan int, 64)
+	s.hooks.produced = func(n int) { produced <- n }
+	return b, s, produced
 }
 
 const oneTopic = "one.device-events"
 
 // A Write with nothing else in flight is sent at once: with the default
-// BatchTimeout no producer waits for a timer, and the Write's records go in
-// one request. The hook that would see a wait does see one when
-// BatchTimeout is set.
+// BatchTimeout the producer waits for no timer. With BatchTimeout set, it
+// does wait, and the Write's records go in one request.
 func TestLoneWriteWaitsForNoTimer(t *testing.T) {
 	for _, tc := range []struct {
 		name         string
 		batchTimeout time.Duration
-		wantLinger   bool
 	}{
-		{"default", 0, false},
-		{"linger", 20 * time.Millisecond, true},
+		{"default", 0},
+		{"linger", 200 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, s, _ := onePartition(t, Config{BatchTimeout: tc.batchTimeout})
-			if !tc.wantLinger && s.cfg.BatchTimeout != 0 {
+			if tc.batchTimeout == 0 && s.cfg.BatchTimeout != 0 {
 				t.Fatalf("default BatchTimeout = %v, want 0", s.cfg.BatchTimeout)
 			}
-			var lingered atomic.Int32
-			s.hooks.linger = func() { lingered.Add(1) }
 			w := watchProduce(t, b.c, oneTopic, watchOpts{})
 			start := time.Now()
 			if err := s.Write(testCtx(t), events(3, "lone")); err != nil {
 				t.Fatal(err)
 			}
 			elapsed := time.Since(start)
-			if got := lingered.Load() > 0; got != tc.wantLinger {
-				t.Errorf("a producer waited for a timer: %v, want %v", got, tc.wantLinger)
+			sizes := w.Sizes()
+			total := 0
+			for _, n := range sizes {
+				total += n
 			}
-			if got := w.Sizes(); !slices.Equal(got, []int{3}) {
-				t.Errorf("records per produce request = %v, want [3]", got)
+			if total != 3 {
+				t.Errorf("records per produce request = %v, want 3 records in all", sizes)
 			}
-			// Far above any scheduling delay, far below the 5ms batch
-			// timeout every Write used to wait for, times 100.
-			if !tc.wantLinger && elapsed > 500*time.Millisecond {
-				t.Errorf("a lone Write took %v", elapsed)
+			if tc.batchTimeout == 0 {
+				// Far above any scheduling delay, far below the 5ms
+				// batch timeout every Write used to wait for, times 100.
+				if elapsed > 500*time.Millisecond {
+					t.Errorf("a lone Write took %v", elapsed)
+				}
+			} else {
+				if elapsed < tc.batchTimeout {
+					t.Errorf("a lone Write took %v, less than BatchTimeout %v: the producer did not linger", elapsed, tc.batchTimeout)
+				}
+				if !slices.Equal(sizes, []int{3}) {
+					t.Errorf("records per produce request = %v, want [3]", sizes)
+				}
 			}
 		})
 	}
 }
 
-// Writes that arrive while a request is in flight share the next request,
-// up to BatchSize records, in the order they were queued; each Write
-// returns when its own records are acknowledged.
+// Writes that arrive while a request is in flight share requests, in the
+// order they were produced, up to BatchBytes per partition batch; each
+// Write returns when its own records are acknowledged.
 func TestConcurrentWritesShareRequests(t *testing.T) {
 	for _, tc := range []struct {
-		batchSize int
-		want      []int
+		batchBytes int
+		maxSize    int // the most records one request may carry
 	}{
-		{0, []int{1, 10}},         // the default, 1000
-		{4, []int{1, 4, 4, 2}},    // segments of 2 records: two per request
-		{3, []int{1, 3, 3, 3, 1}}, // a segment split over two requests
+		{0, 10},   // the default, 1 MiB: everything queued behind the held request
+		{1024, 2}, // two records of about 450 bytes
 	} {
-		t.Run(fmt.Sprintf("batchsize=%d", tc.batchSize), func(t *testing.T) {
-			b, s, queued := onePartition(t, Config{BatchSize: tc.batchSize})
+		t.Run(fmt.Sprintf("batchbytes=%d", tc.batchBytes), func(t *testing.T) {
+			b, s, produced := onePartition(t, Config{BatchBytes: tc.batchBytes})
 			w := watchProduce(t, b.c, oneTopic, watchOpts{hold: true})
 			errs := make(chan error, 6)
 			go func() { errs <- s.Write(testCtx(t), events(1, "first")) }()
-			<-queued
+			<-produced
 			select {
 			case <-w.entered:
 			case <-testCtx(t).Done():
@@ -193,7 +204,7 @@ func TestConcurrentWritesShareRequests(t *testing.T) {
 				evs := events(2, fmt.Sprintf("wave%d", i))
 				all = append(all, evs...)
 				go func() { errs <- s.Write(testCtx(t), evs) }()
-				<-queued // in the order of the Writes
+				<-produced // in the order of the Writes
 			}
 			w.Release()
 			for range 6 {
@@ -201,8 +212,20 @@ func TestConcurrentWritesShareRequests(t *testing.T) {
 					t.Errorf("Write: %v", err)
 				}
 			}
-			if got := w.Sizes(); !slices.Equal(got, tc.want) {
-				t.Errorf("records per produce request = %v, want %v", got, tc.want)
+			sizes := w.Sizes()
+			if len(sizes) == 0 || sizes[0] != 1 {
+				t.Fatalf("records per produce request = %v, want the first Write's record alone first", sizes)
+			}
+			total, shared := 0, false
+			for _, n := range sizes[1:] {
+				total += n
+				shared = shared || n > 1
+				if n > tc.maxSize {
+					t.Errorf("records per produce request = %v, want at most %d per request", sizes, tc.maxSize)
+				}
+			}
+			if total != len(all) || !shared {
+				t.Errorf("records per produce request = %v, want the %d later records to share requests", sizes, len(all))
 			}
 			recs := consume(t, b.addrs, oneTopic, 2+len(all))
 			for i, ev := range all {
@@ -214,28 +237,18 @@ func TestConcurrentWritesShareRequests(t *testing.T) {
 	}
 }
 
-// When a request fails, the records of the same Write that were to follow
-// it on the partition fail with it, unsent, so that the retry keeps them in
-// order: a record of a key never lands before an earlier one.
+// When a request fails with a transient error, the producer sends its
+// records again, and the partition keeps the order of the Write: a record
+// of a key never lands before an earlier one.
 func TestFailedRequestKeepsKeyOrder(t *testing.T) {
-	b, s, _ := onePartition(t, Config{BatchSize: 2})
-	watchProduce(t, b.c, oneTopic, watchOpts{failAt: 2, code: kerr.NotEnoughReplicas.Code})
+	b, s, _ := onePartition(t, Config{})
+	w := watchProduce(t, b.c, oneTopic, watchOpts{failAt: 1, code: kerr.NotEnoughReplicas.Code})
 	evs := events(5, "order")
-	err := s.Write(testCtx(t), evs)
-	var werrs sinks.WriteErrors
-	if !errors.As(err, &werrs) || len(werrs) != len(evs) {
-		t.Fatalf("Write = %v, want a WriteErrors of %d", err, len(evs))
+	if err := s.Write(testCtx(t), evs); err != nil {
+		t.Fatalf("Write = %v, want nil: the producer retries NotEnoughReplicas", err)
 	}
-	for i, e := range werrs {
-		switch {
-		case i < 2 && e != nil:
-			t.Errorf("event %d (first request): %v, want nil", i, e)
-		case i >= 2 && (e == nil || sinks.IsPermanent(e) || !errors.Is(e, kafka.NotEnoughReplicas)):
-			t.Errorf("event %d: %v, want the transient NotEnoughReplicas of the second request", i, e)
-		}
-	}
-	if err := s.Write(testCtx(t), evs[2:]); err != nil {
-		t.Fatalf("retry: %v", err)
+	if sizes := w.Sizes(); len(sizes) < 2 {
+		t.Errorf("records per produce request = %v, want the refused request and its retry", sizes)
 	}
 	recs := consume(t, b.addrs, oneTopic, 1+len(evs))
 	for i, ev := range evs {
@@ -246,20 +259,23 @@ func TestFailedRequestKeepsKeyOrder(t *testing.T) {
 }
 
 // A Write that gives up (ctx ends) while its records wait behind a request
-// in flight takes them out of the queue: they are never sent afterwards.
-func TestAbandonedWriteIsNotSentLater(t *testing.T) {
-	b, s, queued := onePartition(t, Config{})
+// in flight returns at once, with a transient error. Its record may still
+// be written (franz-go cannot take back a record in a request), but never
+// out of order: the partition keeps the order of the Writes.
+func TestAbandonedWriteReturnsAtOnce(t *testing.T) {
+	b, s, produced := onePartition(t, Config{})
 	w := watchProduce(t, b.c, oneTopic, watchOpts{hold: true})
 	first := events(1, "held")
 	errs := make(chan error, 1)
 	go func() { errs <- s.Write(testCtx(t), first) }()
-	<-queued
+	<-produced
 	<-w.entered
 
 	ctx, cancel := context.WithCancel(testCtx(t))
 	gaveUp := make(chan error, 1)
-	go func() { gaveUp <- s.Write(ctx, events(1, "abandoned")) }()
-	<-queued
+	abandoned := events(1, "abandoned")
+	go func() { gaveUp <- s.Write(ctx, abandoned) }()
+	<-produced
 	cancel()
 	err := <-gaveUp
 	if !errors.Is(err, context.Canceled) || sinks.IsPermanent(err) {
@@ -273,24 +289,55 @@ func TestAbandonedWriteIsNotSentLater(t *testing.T) {
 	if err := s.Write(testCtx(t), last); err != nil {
 		t.Fatal(err)
 	}
-	// The partition keeps the order of the queue: anything of the
-	// abandoned Write would have landed before the last record.
-	recs := consume(t, b.addrs, oneTopic, 3)
-	if string(recs[1].Value) != string(first[0].Data) || string(recs[2].Value) != string(last[0].Data) {
-		t.Errorf("records after the warm-up: %.40s, %.40s; want the held one, then the last", recs[1].Value, recs[2].Value)
+	var got []string
+	for _, r := range consumeAll(t, b.addrs, oneTopic, len(last)+len(first)+1) {
+		got = append(got, string(r.Value))
+	}
+	want := []string{string(first[0].Data), string(abandoned[0].Data), string(last[0].Data)}
+	if len(got) == 3 { // the warm-up and two: the abandoned record was dropped
+		want = slices.Delete(want, 1, 2)
+	}
+	if !slices.Equal(got[1:], want) {
+		t.Errorf("records after the warm-up:\n%q\nwant\n%q", got[1:], want)
 	}
 }
 
-// Close waits for the Writes in flight; when its ctx ends first it fails
-// them, stops every producer goroutine and waits for them.
+// consumeAll reads the records of topic until it has at least n and no
+// more come within a short wait.
+func consumeAll(t *testing.T, addrs []string, topic string, n int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	ctx := testCtx(t)
+	for len(recs) < n && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
+	}
+	if len(recs) < n {
+		t.Fatalf("consumed %d records of %s, want at least %d", len(recs), topic, n)
+	}
+	settle, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	for settle.Err() == nil {
+		cl.PollFetches(settle).EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
+	}
+	return recs
+}
+
+// Close waits for the Writes in flight; when its ctx ends first it makes
+// them return, and closes the producer anyway.
 func TestCloseWaitsThenGivesUp(t *testing.T) {
 	for _, giveUp := range []bool{false, true} {
 		t.Run(fmt.Sprintf("giveup=%v", giveUp), func(t *testing.T) {
-			b, s, queued := onePartition(t, Config{})
+			b, s, produced := onePartition(t, Config{})
 			w := watchProduce(t, b.c, oneTopic, watchOpts{hold: true})
 			errs := make(chan error, 1)
 			go func() { errs <- s.Write(testCtx(t), events(2, "inflight")) }()
-			<-queued
+			<-produced
 			<-w.entered
 			closing := make(chan struct{})
 			s.hooks.closing = func() { close(closing) }
@@ -319,104 +366,67 @@ func TestCloseWaitsThenGivesUp(t *testing.T) {
 					t.Errorf("Close: %v", err)
 				}
 			}
-			select {
-			case <-s.workers.done():
-			default:
-				t.Error("a producer goroutine outlived Close")
+			if s.cl.Context().Err() == nil || s.alone.Context().Err() == nil {
+				t.Error("a producer client outlived Close")
+			}
+			if err := s.Ready(testCtx(t)); !errors.Is(err, sinks.ErrClosed) {
+				t.Errorf("Ready after Close = %v, want ErrClosed", err)
 			}
 		})
 	}
 }
 
-// take fills a request from the head of the queue: whole segments while
-// they fit, a segment split at the limit, a dead letter's record alone,
-// nothing of a segment whose call gave up.
-func TestTake(t *testing.T) {
-	type seg struct {
-		sizes   []int
-		alone   bool
-		dropped bool
+// The partitioner is the Java client's: murmur2 of the key, high bit
+// cleared, modulo the partition count. The hashes are those of Kafka's own
+// test of Utils.murmur2 (clients/src/test/java/org/apache/kafka/common/
+// utils/UtilsTest.java), so the code is not its own oracle. The empty key
+// (and a nil one) is hashed too, as kafka-go's Murmur2Balancer{Consistent:
+// true} did: 81 of 100, 3 of 6.
+func TestPartitionerIsJavaMurmur2(t *testing.T) {
+	java := map[string]int32{
+		"21":                         -973932308,
+		"foobar":                     -790332482,
+		"a-little-bit-long-string":   -985981536,
+		"a-little-bit-longer-string": -1486304829,
+		"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+		"abc": 479470107,
 	}
-	type got struct{ seg, from, to int }
-	for _, tc := range []struct {
-		name       string
-		segs       []seg
-		maxRecords int
-		want       [][]got // chunks of each request until the queue is empty
-	}{
-		{"all in one", []seg{{sizes: []int{10, 10}}, {sizes: []int{10, 10, 10}}}, 10,
-			[][]got{{{0, 0, 2}, {1, 0, 3}}}},
-		{"split at BatchSize", []seg{{sizes: []int{10, 10}}, {sizes: []int{10, 10, 10}}}, 4,
-			[][]got{{{0, 0, 2}, {1, 0, 2}}, {{1, 2, 3}}}},
-		{"alone", []seg{{sizes: []int{10, 10}}, {sizes: []int{10, 10}, alone: true}, {sizes: []int{10}}}, 10,
-			[][]got{{{0, 0, 2}}, {{1, 0, 1}}, {{1, 1, 2}}, {{2, 0, 1}}}},
-		{"dropped", []seg{{sizes: []int{10, 10}, dropped: true}, {sizes: []int{10}}}, 10,
-			[][]got{{{1, 0, 1}}}},
-		{"split at maxRequestBytes", []seg{{sizes: []int{600 << 10, 300 << 10, 200 << 10}}, {sizes: []int{10}}}, 10,
-			[][]got{{{0, 0, 2}}, {{0, 2, 3}, {1, 0, 1}}}},
-		{"a record over the limit goes alone", []seg{{sizes: []int{10}}, {sizes: []int{2 << 20}}}, 10,
-			[][]got{{{0, 0, 1}}, {{1, 0, 1}}}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			p := &partition{}
-			var segs []*segment
-			for _, sg := range tc.segs {
-				recs := make([]record, len(sg.sizes))
-				idx := make([]int, len(sg.sizes))
-				for i, n := range sg.sizes {
-					recs[i].size = n
-					idx[i] = i
-				}
-				s := &segment{c: newCall(recs, 1), p: p, idx: idx, alone: sg.alone, dropped: sg.dropped}
-				segs = append(segs, s)
-				p.queue = append(p.queue, s)
-				p.queued += len(idx)
-			}
-			var requests [][]got
-			for range 10 {
-				p.take(tc.maxRecords)
-				if len(p.chunks) == 0 {
-					break
-				}
-				var req []got
-				for _, ch := range p.chunks {
-					req = append(req, got{slices.Index(segs, ch.seg), ch.from, ch.to})
-				}
-				requests = append(requests, req)
-			}
-			if fmt.Sprint(requests) != fmt.Sprint(tc.want) {
-				t.Errorf("requests = %v, want %v", requests, tc.want)
-			}
-			if p.queued != 0 || p.head != 0 || len(p.queue) != 0 {
-				t.Errorf("after the last request: queued %d, head %d, queue %d", p.queued, p.head, len(p.queue))
-			}
-		})
+	p := javaPartitioner.ForTopic("mist.device-events")
+	if !p.RequiresConsistency(&kgo.Record{}) {
+		t.Error("the partitioner does not require consistency: records of an unavailable partition would move")
 	}
-}
-
-// A queue that never empties (a producer that always finds more queued)
-// keeps a bounded backing array.
-func TestQueueDoesNotGrowForEver(t *testing.T) {
-	s := &Sink{workers: newGate(), parts: make(map[topicPartition]*partition)}
-	p := s.partition(topicPartition{"t", 0})
-	p.running = true // no producer goroutine: the test takes
-	newSeg := func() *segment {
-		return &segment{c: newCall(make([]record, 1), 1), p: p, idx: []int{0}}
-	}
-	for range 3 {
-		s.enqueue(newSeg())
-	}
-	for range 10000 {
-		s.enqueue(newSeg())
-		p.take(1)
-		if len(p.chunks) != 1 {
-			t.Fatalf("took %d chunks, want 1", len(p.chunks))
+	for key, h := range java {
+		for _, n := range []int{1, 3, 6, 7, 100} {
+			want := int(h&0x7fffffff) % n
+			if got := p.Partition(&kgo.Record{Key: []byte(key)}, n); got != want {
+				t.Errorf("key %q, %d partitions: partition %d, want %d", key, n, got, want)
+			}
 		}
 	}
-	if p.queued != 3 || len(p.queue)-p.head != 3 {
-		t.Fatalf("%d records in %d segments queued, want 3 in 3", p.queued, len(p.queue)-p.head)
+	for _, key := range [][]byte{{}, nil} {
+		for n, want := range map[int]int{100: 81, 6: 3, 3: 0} {
+			for range 3 { // never sticky, never random
+				if got := p.Partition(&kgo.Record{Key: key}, n); got != want {
+					t.Errorf("key %#v, %d partitions: partition %d, want %d", key, n, got, want)
+				}
+			}
+		}
 	}
-	if cap(p.queue) > 64 {
-		t.Errorf("the queue's backing array holds %d segments for 3 queued", cap(p.queue))
+}
+
+// The promise of a record finds it in its call without a search; a record
+// of another call is a bug, caught at once.
+func TestCallIndex(t *testing.T) {
+	c := newCall(5)
+	for i := range c.recs {
+		if got := c.index(&c.recs[i]); got != i {
+			t.Errorf("index(&recs[%d]) = %d", i, got)
+		}
 	}
+	defer func() {
+		if recover() == nil {
+			t.Error("index of a record of another call did not panic")
+		}
+	}()
+	c.index(&newCall(1).recs[0])
 }
