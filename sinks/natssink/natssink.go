@@ -54,25 +54,29 @@ const reconnectBufSize = -1
 const deadLetterIDSuffix = ":deadletter"
 
 // The JetStream publishing of a connection is spread over publishShards
-// JetStream contexts, and each Write publishes through one of them in
-// turn. nats.go handles the PubAcks of a context in one goroutine, under
-// one lock, with one window of pending acks: with a single context the
-// acks of concurrent Writes queue behind one another, and a full window
-// stalls every Write.
+// publishers, and each Write publishes through one of them in turn. A
+// publisher handles its PubAcks in one goroutine (its inbox
+// subscription's), under one lock, with one window of pending acks: with
+// a single publisher the acks of concurrent Writes queue behind one
+// another, and a full window stalls every Write.
 const publishShards = 4
 
-// publishWindow is the most PubAcks one shard waits for at once
-// (WithPublishAsyncMaxPending): publishShards × publishWindow messages may
-// be in flight on a connection, more than the bridge admits by default
+// publishWindow is the most PubAcks one shard waits for at once:
+// publishShards × publishWindow messages may be in flight on a
+// connection, more than the bridge admits by default
 // (MISTBRIDGE_MAX_INFLIGHT_EVENTS=5000) plus what its spool delivers. A
 // Write that finds its shard full waits for room, at most PublishTimeout
-// and ctx's deadline, then fails transiently.
+// and while ctx lasts, then fails transiently.
 const publishWindow = 4096
 
-// noRetries is a publish option of every message: no retries inside
-// nats.go. A retried publish would read the message after Write may have
-// returned, and retries belong to sinks.Retrying.
+// noRetries is the publish option of a dead letter: no retries inside
+// nats.go. A retried publish would read the message after DeadLetter may
+// have returned, and retries belong to sinks.Retrying.
 var noRetries = jetstream.WithRetryAttempts(0)
+
+// headerRoom is the capacity a pooled header map is made with: the
+// CloudEvents headers and Nats-Msg-Id.
+const headerRoom = 16
 
 // Redial backoff: after a connection closes for good, the sink dials a
 // new one at once when the old one had lived at least redialStable, and
@@ -122,8 +126,8 @@ type Sink struct {
 // the whole conn rather than waiting for it.
 type conn struct {
 	nc   *nats.Conn
-	js   jetstream.JetStream   // nil with core NATS; pubs[0]
-	pubs []jetstream.JetStream // the publishing shards (see publishShards)
+	js   jetstream.JetStream // nil with core NATS: stream look-ups, dead letters
+	pubs []*publisher        // the publishing shards (see publishShards); nil with core NATS
 	born time.Time
 
 	gone     chan struct{} // closed by the connection's ClosedHandler
@@ -131,6 +135,14 @@ type conn struct {
 }
 
 func (c *conn) markGone() { c.goneOnce.Do(func() { close(c.gone) }) }
+
+// failPending fails every message of c that waits for a PubAck: c has
+// dropped or closed, and the PubAcks will not come.
+func (c *conn) failPending(err error) {
+	for _, p := range c.pubs {
+		p.failAll(err)
+	}
+}
 
 var _ sinks.Sink = (*Sink)(nil)
 
@@ -208,6 +220,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Sink, error) {
 // connection that keeps trying in the background.
 func (s *Sink) dial() (*conn, error) {
 	c := &conn{gone: make(chan struct{}), born: time.Now()}
+	if s.cfg.JetStream {
+		// Made before the connection, whose handlers fail their pending
+		// messages.
+		c.pubs = make([]*publisher, publishShards)
+		for i := range c.pubs {
+			c.pubs[i] = &publisher{window: publishWindow}
+		}
+	}
 	nc, err := nats.Connect(strings.Join(splitURLs(s.cfg.URL), ","), s.options(c)...)
 	if err != nil {
 		return nil, fmt.Errorf("natssink: connect to %s: %w", redactURLs(s.cfg.URL), err)
@@ -216,19 +236,13 @@ func (s *Sink) dial() (*conn, error) {
 	if !s.cfg.JetStream {
 		return c, nil
 	}
-	c.pubs = make([]jetstream.JetStream, publishShards)
-	for i := range c.pubs {
-		js, err := jetstream.New(nc,
-			jetstream.WithPublishAsyncTimeout(s.cfg.PublishTimeout),
-			jetstream.WithPublishAsyncMaxPending(publishWindow),
-		)
-		if err != nil {
-			nc.Close()
-			return nil, fmt.Errorf("natssink: jetstream: %w", err)
-		}
-		c.pubs[i] = js
+	for _, p := range c.pubs {
+		p.nc = nc
 	}
-	c.js = c.pubs[0]
+	if c.js, err = jetstream.New(nc); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("natssink: jetstream: %w", err)
+	}
 	return c, nil
 }
 
@@ -253,13 +267,17 @@ func (s *Sink) options(c *conn) []nats.Option {
 			if err != nil && !s.closed.Load() {
 				log.Warn("disconnected from NATS", "err", err)
 			}
+			c.failPending(nats.ErrDisconnected)
 		}),
 		// Core NATS reports a publish it refuses (a permissions violation)
 		// only here, after the fact; it cannot be tied to a Write.
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			log.Error("NATS refused an operation", "err", err)
 		}),
-		nats.ClosedHandler(func(*nats.Conn) { c.markGone() }),
+		nats.ClosedHandler(func(*nats.Conn) {
+			c.failPending(nats.ErrConnectionClosed)
+			c.markGone()
+		}),
 	}
 	if s.cfg.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(s.cfg.CredsFile))
@@ -361,11 +379,14 @@ func (s *Sink) Name() string { return Name }
 // names the event, and the other events of the call are published.
 //
 // With JetStream, Write publishes every message before it waits for any
-// PubAck, and concurrent Writes publish through different JetStream
-// contexts (see publishShards), so no Write waits for the acks of another.
-// A message whose PubAck does not arrive before ctx ends may still be
-// stored; its Nats-Msg-Id makes the retry a duplicate the stream drops.
-// nats.go copies each message when it is published, and retries none, so
+// PubAck, and concurrent Writes publish through different publishers (see
+// publishShards), so no Write waits for the acks of another. Each message
+// waits for its PubAck at most PublishTimeout after the Write published
+// its messages (jetstream.ErrAsyncPublishTimeout), and while ctx lasts; a
+// dropped connection fails the messages waiting (nats.ErrDisconnected). A
+// message whose PubAck does not arrive in time may still be stored; its
+// Nats-Msg-Id makes the retry a duplicate the stream drops. nats.go copies
+// each message into its buffer when it is published, and retries none, so
 // Write never reads the events after it returns.
 func (s *Sink) Write(ctx context.Context, events []*codec.Event) error {
 	if len(events) == 0 {
@@ -384,9 +405,13 @@ func (s *Sink) Write(ctx context.Context, events []*codec.Event) error {
 	return s.writeCore(ctx, c, events)
 }
 
+// writeJetStream publishes events with core NATS, a reply subject under
+// the inbox of one of c's publishers each, and waits for their PubAcks
+// there (see [publisher]).
 func (s *Sink) writeJetStream(ctx context.Context, c *conn, events []*codec.Event) error {
-	js := c.pubs[s.shard.Add(1)%uint32(len(c.pubs))]
+	p := c.pubs[s.shard.Add(1)%uint32(len(c.pubs))]
 	b := getBatch(len(events))
+	defer b.release()
 	var out sinks.WriteErrors // allocated on the first failure
 	fail := func(i int, err error) {
 		if out == nil {
@@ -394,64 +419,86 @@ func (s *Sink) writeJetStream(ctx context.Context, c *conn, events []*codec.Even
 		}
 		out[i] = err
 	}
-	opts := [...]jetstream.PublishOpt{noRetries, jetstream.WithStallWait(s.stallWait(ctx))}
+	w := &b.w
+	n := 0
 	for i, ev := range events {
-		msg := &b.msgs[i]
-		b.ids[i] = ev.ID
-		if err := s.message(ctx, c, msg, ev, s.subject(ev), b.ids[i:i+1:i+1]); err != nil {
+		if err := s.eventMessage(ctx, c, b, i, ev); err != nil {
 			fail(i, err)
 			continue
 		}
-		f, err := js.PublishMsgAsync(msg, opts[:]...)
-		if err != nil {
-			fail(i, s.publishError(ev, msg.Subject, err))
+		w.pending[i] = true
+		n++
+	}
+	if n == 0 {
+		return orNil(out)
+	}
+	prefix, err := p.register(ctx, w, n, s.stallWait(ctx))
+	if err != nil {
+		for i, pend := range w.pending {
+			if pend {
+				fail(i, s.publishError(events[i], b.msgs[i].Subject, err))
+			}
+		}
+		return orNil(out)
+	}
+	// The reply subjects of the Write share one string.
+	replies := b.replies[:0]
+	ends := b.ends
+	for i, pend := range w.pending {
+		if pend {
+			replies = appendReply(replies, prefix, w.seq, i)
+		}
+		ends[i] = len(replies)
+	}
+	all := string(replies)
+	b.replies = replies
+	for i, pend := range w.pending {
+		if !pend {
 			continue
 		}
-		b.futures[i] = f
+		msg := &b.msgs[i]
+		if i > 0 {
+			msg.Reply = all[ends[i-1]:ends[i]]
+		} else {
+			msg.Reply = all[:ends[i]]
+		}
+		if err := c.nc.PublishMsg(msg); err != nil {
+			p.resolve(w, i, err)
+		}
 	}
 	// Each Write waits for its own PubAcks only; the ack of one message
 	// does not wait for another's.
-	for i, f := range b.futures[:len(events)] {
-		if f == nil {
-			continue
-		}
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
+	timer := time.NewTimer(s.cfg.PublishTimeout)
+	var ctxErr error
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+		ctxErr = ctx.Err()
+		p.abandon(w) // keeps the outcomes already known
+	case <-timer.C:
+		p.abandon(w)
+	}
+	timer.Stop()
+	for i, err := range w.errs {
+		switch {
+		case err == nil:
+		case errors.Is(err, errUnacked) && ctxErr != nil:
+			fail(i, fmt.Errorf("natssink: publish to %s: waiting for the PubAck: %w", b.msgs[i].Subject, ctxErr))
+		case errors.Is(err, errUnacked):
+			fail(i, s.publishError(events[i], b.msgs[i].Subject, jetstream.ErrAsyncPublishTimeout))
+		default:
 			fail(i, s.publishError(events[i], b.msgs[i].Subject, err))
-		case <-ctx.Done():
-			// Keep the outcomes that are already known; the rest are
-			// unknown, and nats.go may still hold their messages: then b
-			// is not reused.
-			pending := false
-			for j := i; j < len(events); j++ {
-				if b.futures[j] == nil {
-					continue
-				}
-				select {
-				case <-b.futures[j].Ok():
-				case err := <-b.futures[j].Err():
-					fail(j, s.publishError(events[j], b.msgs[j].Subject, err))
-				default:
-					pending = true
-					fail(j, fmt.Errorf("natssink: publish to %s: waiting for the PubAck: %w", b.msgs[j].Subject, ctx.Err()))
-				}
-			}
-			if !pending {
-				b.release()
-			}
-			if out != nil {
-				return out
-			}
-			return nil
 		}
 	}
-	// Every future is resolved: nats.go no longer reads the messages.
-	b.release()
-	if out != nil {
-		return out
+	return orNil(out)
+}
+
+// orNil returns out as an error, nil when it is nil.
+func orNil(out sinks.WriteErrors) error {
+	if out == nil {
+		return nil
 	}
-	return nil
+	return out
 }
 
 // stallWait is how long a publish may wait for room in a full window:
@@ -476,13 +523,13 @@ func (s *Sink) writeCore(ctx context.Context, c *conn, events []*codec.Event) er
 	}
 	published := 0
 	for i, ev := range events {
-		// A stream that captures these subjects drops duplicates by this id.
-		msg := &b.msgs[i]
-		b.ids[i] = ev.ID
-		if err := s.message(ctx, c, msg, ev, s.subject(ev), b.ids[i:i+1:i+1]); err != nil {
+		// A stream that captures these subjects drops duplicates by the
+		// Nats-Msg-Id.
+		if err := s.eventMessage(ctx, c, b, i, ev); err != nil {
 			fail(i, err)
 			continue
 		}
+		msg := &b.msgs[i]
 		if err := c.nc.PublishMsg(msg); err != nil {
 			fail(i, s.publishError(ev, msg.Subject, err))
 			continue
@@ -505,13 +552,20 @@ func (s *Sink) writeCore(ctx context.Context, c *conn, events []*codec.Event) er
 }
 
 // pubBatch holds what a Write hands to nats.go: its messages, their
-// Nats-Msg-Id values and their PubAck futures, one allocation of each per
-// Write rather than per message, and none once the pool is warm. A batch
-// goes back to the pool only when nats.go is done with every message.
+// headers and Nats-Msg-Id values, and its waiter, one allocation of each
+// per Write rather than per message, and none once the pool is warm.
+// nats.go copies a message into its buffer when PublishMsg returns, and a
+// waiter is out of its publisher's reach once the Write stops waiting, so
+// a batch goes back to the pool when its Write returns.
 type pubBatch struct {
-	msgs    []nats.Msg
-	ids     []string
-	futures []jetstream.PubAckFuture
+	msgs []nats.Msg
+	ids  []string
+	hdrs []nats.Header // one map per message, kept empty in the pool
+	vals []string      // the header values of every message (codec.AppendNATSHeaders)
+	ends []int         // where the reply subject of each message ends
+	// replies holds the reply subjects, copied into one string per Write.
+	replies []byte
+	w       waiter
 }
 
 var pubBatches = sync.Pool{New: func() any { return new(pubBatch) }}
@@ -521,9 +575,13 @@ func getBatch(n int) *pubBatch {
 	if cap(b.msgs) < n {
 		b.msgs = make([]nats.Msg, n)
 		b.ids = make([]string, n)
-		b.futures = make([]jetstream.PubAckFuture, n)
+		b.hdrs = make([]nats.Header, n)
+		b.ends = make([]int, n)
+		b.w.pending = make([]bool, n)
+		b.w.errs = make([]error, n)
 	}
-	b.msgs, b.ids, b.futures = b.msgs[:n], b.ids[:n], b.futures[:n]
+	b.msgs, b.ids, b.hdrs, b.ends = b.msgs[:n], b.ids[:n], b.hdrs[:n], b.ends[:n]
+	b.w.pending, b.w.errs = b.w.pending[:n], b.w.errs[:n]
 	return b
 }
 
@@ -531,8 +589,39 @@ func getBatch(n int) *pubBatch {
 func (b *pubBatch) release() {
 	clear(b.msgs)
 	clear(b.ids)
-	clear(b.futures)
+	for _, h := range b.hdrs {
+		clear(h)
+	}
+	clear(b.vals)
+	b.vals = b.vals[:0]
+	clear(b.w.pending)
+	clear(b.w.errs)
+	b.w.done = nil
 	pubBatches.Put(b)
+}
+
+// eventMessage encodes events[i] into b.msgs[i] as [Sink.message] does.
+// In binary mode its headers go into b's pooled map for the message
+// rather than a new one.
+func (s *Sink) eventMessage(ctx context.Context, c *conn, b *pubBatch, i int, ev *codec.Event) error {
+	b.ids[i] = ev.ID
+	id := b.ids[i : i+1 : i+1]
+	if s.mode != codec.Binary {
+		return s.message(ctx, c, &b.msgs[i], ev, s.subject(ev), id)
+	}
+	h := b.hdrs[i]
+	if h == nil {
+		h = make(nats.Header, headerRoom)
+		b.hdrs[i] = h
+	}
+	b.vals = codec.AppendNATSHeaders(h, b.vals, ev)
+	h[jetstream.MsgIDHeader] = id
+	msg := &b.msgs[i]
+	*msg = nats.Msg{Subject: s.subject(ev), Header: h, Data: ev.Data}
+	if err := checkMessage(msg, c.nc.MaxPayload()); err != nil {
+		return sinks.Permanent(fmt.Errorf("natssink: event %s: %w", ev.ID, err))
+	}
+	return nil
 }
 
 // flush waits until the server has processed everything published so

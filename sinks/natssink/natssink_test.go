@@ -318,8 +318,8 @@ func TestExistingStreamIsNotChanged(t *testing.T) {
 		t.Errorf("want a warning naming mist.>, got:\n%s", out)
 	}
 	err = s.Write(testCtx(t), events(1, 10, "nostream"))
-	if err == nil || sinks.IsPermanent(err) {
-		t.Errorf("Write to an uncaptured subject = %v, want a transient error", err)
+	if err == nil || sinks.IsPermanent(err) || !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		t.Errorf("Write to an uncaptured subject = %v, want a transient ErrNoStreamResponse", err)
 	}
 }
 
@@ -483,18 +483,18 @@ func BenchmarkWrite(b *testing.B) {
 	}
 }
 
-// Consecutive Writes publish through different JetStream contexts, each
-// with its own PubAck handler and window, so that the acks of one Write do
-// not queue behind another's; once the Writes return, no context waits for
+// Consecutive Writes publish through different publishers, each with its
+// own PubAck subscription and window, so that the acks of one Write do not
+// queue behind another's; once the Writes return, no publisher waits for
 // an ack.
 func TestWritesSpreadOverPublishShards(t *testing.T) {
 	b := startNATS(t, true)
 	s := newSink(t, Config{URL: b.e.ClientURL(), JetStream: true, CreateStream: true}, nil)
 	c := s.cur.Load()
-	if len(c.pubs) != publishShards || c.js != c.pubs[0] {
-		t.Fatalf("%d publishing contexts, want %d, the first also the stream's", len(c.pubs), publishShards)
+	if len(c.pubs) != publishShards {
+		t.Fatalf("%d publishers, want %d", len(c.pubs), publishShards)
 	}
-	// nats.go subscribes a context to its PubAcks on its first publish.
+	// A publisher subscribes to its PubAcks on its first publish.
 	subs := c.nc.NumSubscriptions()
 	var wg sync.WaitGroup
 	errs := make(chan error, publishShards)
@@ -509,11 +509,11 @@ func TestWritesSpreadOverPublishShards(t *testing.T) {
 		}
 	}
 	if got := c.nc.NumSubscriptions() - subs; got != publishShards {
-		t.Errorf("%d Writes subscribed %d contexts to their PubAcks, want %d", publishShards, got, publishShards)
+		t.Errorf("%d Writes subscribed %d publishers to their PubAcks, want %d", publishShards, got, publishShards)
 	}
-	for i, js := range c.pubs {
-		if n := js.PublishAsyncPending(); n != 0 {
-			t.Errorf("context %d waits for %d PubAcks after every Write returned", i, n)
+	for i, p := range c.pubs {
+		if n := p.pending(); n != 0 {
+			t.Errorf("publisher %d waits for %d PubAcks after every Write returned", i, n)
 		}
 	}
 }
