@@ -68,7 +68,7 @@ func mainCode() int {
 		return 2
 	}
 	log := newLogger(cfg)
-	setGCPercent(os.Getenv)
+	setGCPercent(os.Getenv) // for the process's life
 	for _, k := range unknown {
 		if instead, ok := replacedVariables[k]; ok {
 			log.Warn("variable no longer read", "variable", k, "instead", instead)
