@@ -101,7 +101,7 @@ func New(o Options) *Recorder {
 	r.receivers = newBounded(o.MaxTopics, func() *receiverStat { return new(receiverStat) })
 	r.reasons = newBounded(o.MaxTopics, func() *reasonStat { return new(reasonStat) })
 	r.reasons.other.reason = Other
-	r.latest = newBounded(o.MaxTopics, func() *latestRing { return &latestRing{buf: make([]EventInfo, o.Latest)} })
+	r.latest = newBounded(o.MaxTopics, func() *latestRing { return newLatestRing(o.Latest, o.SubjectPrefix) })
 	r.st = newSampled(int(o.Window / time.Second))
 	return r
 }
@@ -166,6 +166,10 @@ func (r *Recorder) Request(receiver, topic string, events int, code int, reason 
 // 200): the latest [Options.Latest] of each topic are kept with their
 // CloudEvent attributes and the first [PreviewBytes] of their data. The
 // events and their Data are only read during the call, never kept.
+//
+// It allocates nothing once the rings are warm: each kept event is copied
+// into a slot of its topic's ring that owns its bytes and is overwritten
+// when reused, and the strings of [EventInfo] are made only when read.
 func (r *Recorder) Events(evs []*codec.Event) {
 	if len(evs) == 0 {
 		return
@@ -185,20 +189,7 @@ func (r *Recorder) Events(evs []*codec.Event) {
 		if len(run) > r.o.Latest {
 			run = run[len(run)-r.o.Latest:]
 		}
-		var arr [DefaultLatest]EventInfo
-		infos := arr[:0]
-		if len(run) > len(arr) {
-			infos = make([]EventInfo, 0, len(run))
-		}
-		// The kept strings of the run share one buffer: one allocation
-		// for them all rather than several per event.
-		buf := make([]byte, 0, keptBytes(run))
-		for _, e := range run {
-			var in EventInfo
-			in, buf = r.info(e, at, buf)
-			infos = append(infos, in)
-		}
-		r.latest.get(topic).push(infos)
+		r.latest.get(topic).push(run, at)
 		i = j
 	}
 }
@@ -223,82 +214,222 @@ type EventInfo struct {
 	Data      string `json:"data,omitempty"`
 }
 
-// info is what is kept of e. Its strings are appended to buf, which it
-// returns; they stay valid as buf grows, since what was appended is never
-// written again.
-func (r *Recorder) info(e *codec.Event, at time.Time, buf []byte) (EventInfo, []byte) {
-	in := EventInfo{Received: at, Time: e.Time, DataBytes: len(e.Data)}
-	in.ID, buf = keep(buf, e.ID, MaxAttrLen, "")
-	in.Type, buf = keep(buf, e.Type, MaxAttrLen, "")
-	in.Source, buf = keep(buf, e.Source, MaxAttrLen, "")
-	in.Key, buf = keep(buf, e.PartitionKey(), MaxAttrLen, "")
-	in.Data, buf = keep(buf, unsafe.String(unsafe.SliceData(e.Data), len(e.Data)), PreviewBytes, "…")
-	if r.o.SubjectPrefix != "" {
-		in.Subject = codec.Subject(r.o.SubjectPrefix, e) // a new string, bounded
-		if len(in.Subject) > MaxAttrLen {
-			in.Subject = clip(in.Subject)
-		}
-	}
-	return in, buf
+// The fields a slot keeps as bytes, in the order they lie in its buffer.
+const (
+	fID = iota
+	fType
+	fSource
+	fKey
+	fData
+	// The subject's inputs, kept to make it on read (see subjectInputMax);
+	// empty when there is no SubjectPrefix or it was made on write.
+	fTopic
+	fOrg
+	fSite
+	nFields
+)
+
+// subjectInputMax bounds the topic, org and site that a slot keeps to make
+// the event's subject when read. An event with a longer one (none that
+// Mist sends: its ids are UUIDs) has its subject made on write instead,
+// which allocates it.
+const subjectInputMax = 64
+
+// A slot's buffer holds at most this many bytes, so its ends fit in
+// uint16 (the conversion fails to compile if they would not).
+const _ = uint16(4*MaxAttrLen + PreviewBytes + 3*subjectInputMax)
+
+// slot is one kept event as its ring holds it: the bytes of its strings as
+// the event had them, each cut to its bound at a whole UTF-8 character but
+// not yet made valid UTF-8. They lie in buf, which the slot owns: it is
+// overwritten (and grown when too small) when the slot is reused, so no
+// string handed to a reader may point into it; [latestRing.newest] copies
+// out. The UTF-8 repair, the "…" of a cut preview and the subject are
+// done on read, giving the same bytes as doing them on write.
+type slot struct {
+	received, time  time.Time
+	dataBytes       int
+	buf             []byte
+	end             [nFields]uint16 // where each field ends in buf
+	dataCut         bool            // the data was longer than PreviewBytes
+	orgSet, siteSet bool
+	// subject is the subject made on write, when its inputs were too long
+	// to keep; "" when there is none or it is made on read. A string is
+	// never written again, so readers may share it.
+	subject string
 }
 
-// keptBytes bounds what info appends for the events of run.
-func keptBytes(run []*codec.Event) int {
-	n := 0
-	for _, e := range run {
-		n += min(len(e.ID), MaxAttrLen) + min(len(e.Type), MaxAttrLen) + min(len(e.Source), MaxAttrLen) +
-			min(len(e.PartitionKey()), MaxAttrLen) + min(len(e.Data), PreviewBytes) + len("…")
+// set makes s keep e, received at at; prefix is the SubjectPrefix.
+func (s *slot) set(e *codec.Event, at time.Time, prefix string) {
+	s.received, s.time, s.dataBytes = at, e.Time, len(e.Data)
+	b := s.buf[:0]
+	b, _ = appendCut(b, e.ID, MaxAttrLen)
+	s.end[fID] = uint16(len(b))
+	b, _ = appendCut(b, e.Type, MaxAttrLen)
+	s.end[fType] = uint16(len(b))
+	b, _ = appendCut(b, e.Source, MaxAttrLen)
+	s.end[fSource] = uint16(len(b))
+	b, _ = appendCut(b, e.PartitionKey(), MaxAttrLen)
+	s.end[fKey] = uint16(len(b))
+	b, s.dataCut = appendCut(b, unsafe.String(unsafe.SliceData(e.Data), len(e.Data)), PreviewBytes)
+	s.end[fData] = uint16(len(b))
+	s.subject, s.orgSet, s.siteSet = "", e.OrgSet, e.SiteSet
+	var topic, org, site string
+	if prefix != "" {
+		if len(e.Topic) <= subjectInputMax && len(e.Org) <= subjectInputMax && len(e.Site) <= subjectInputMax {
+			topic, org, site = e.Topic, e.Org, e.Site
+		} else {
+			s.subject = subjectOf(prefix, e)
+		}
 	}
-	return n
+	b = append(b, topic...)
+	s.end[fTopic] = uint16(len(b))
+	b = append(b, org...)
+	s.end[fOrg] = uint16(len(b))
+	b = append(b, site...)
+	s.end[fSite] = uint16(len(b))
+	s.buf = b
 }
 
-// keep appends to buf at most n bytes of s, cut back to a whole UTF-8
-// character and followed by more when cut, and returns them as a string
-// of valid UTF-8 (invalid bytes become U+FFFD) with the grown buf. The
-// string shares no memory with s, which may be pooled.
-func keep(buf []byte, s string, n int, more string) (string, []byte) {
-	cut := ""
-	if len(s) > n {
-		c := n
-		for c > 0 && !utf8.RuneStart(s[c]) {
-			c--
+// field is the bytes of field f of s.
+func (s *slot) field(f int) []byte {
+	start := uint16(0)
+	if f > 0 {
+		start = s.end[f-1]
+	}
+	return s.buf[start:s.end[f]]
+}
+
+// info is what s shows, its strings appended to *strs (see appendValid);
+// prefix is the SubjectPrefix. s.buf must be a copy no one writes.
+func (s *slot) info(prefix string, strs *[]byte) EventInfo {
+	in := EventInfo{Received: s.received, Time: s.time, DataBytes: s.dataBytes}
+	in.ID = appendValid(strs, s.field(fID), "")
+	in.Type = appendValid(strs, s.field(fType), "")
+	in.Source = appendValid(strs, s.field(fSource), "")
+	in.Key = appendValid(strs, s.field(fKey), "")
+	more := ""
+	if s.dataCut {
+		more = "…"
+	}
+	in.Data = appendValid(strs, s.field(fData), more)
+	if prefix != "" {
+		in.Subject = s.subject
+		if in.Subject == "" {
+			str := func(f int) string { b := s.field(f); return unsafe.String(unsafe.SliceData(b), len(b)) }
+			// Subject reads no other field, and keeps none of these.
+			in.Subject = subjectOf(prefix, &codec.Event{
+				Topic: str(fTopic), Org: str(fOrg), Site: str(fSite),
+				OrgSet: s.orgSet, SiteSet: s.siteSet,
+			})
 		}
-		s, cut = s[:c], more
 	}
-	if !utf8.ValidString(s) {
-		s = strings.ToValidUTF8(s, "\uFFFD")
+	return in
+}
+
+// subjectOf is the subject an EventInfo shows for e: its NATS subject,
+// bounded. It is a new string.
+func subjectOf(prefix string, e *codec.Event) string {
+	sub := codec.Subject(prefix, e) // a new string, bounded
+	if len(sub) > MaxAttrLen {
+		sub = clip(sub)
 	}
-	start := len(buf)
-	buf = append(append(buf, s...), cut...)
-	kept := buf[start:]
-	return unsafe.String(unsafe.SliceData(kept), len(kept)), buf
+	return sub
+}
+
+// appendCut appends to b at most n bytes of s, cut back to a whole UTF-8
+// character, and tells whether s was cut. It leaves invalid UTF-8 as it
+// is: appendValid repairs it.
+func appendCut(b []byte, s string, n int) ([]byte, bool) {
+	if len(s) <= n {
+		return append(b, s...), false
+	}
+	c := n
+	for c > 0 && !utf8.RuneStart(s[c]) {
+		c--
+	}
+	return append(b, s[:c]...), true
+}
+
+// appendValid appends raw to *strs as valid UTF-8 (each run of invalid
+// bytes becomes U+FFFD, as [strings.ToValidUTF8] does), followed by more,
+// and returns what it appended as a string. The string stays valid as
+// *strs grows, since what was appended is never written again: *strs must
+// only ever be appended to.
+func appendValid(strs *[]byte, raw []byte, more string) string {
+	b := *strs
+	start := len(b)
+	if utf8.Valid(raw) {
+		b = append(b, raw...)
+	} else {
+		b = append(b, strings.ToValidUTF8(unsafe.String(unsafe.SliceData(raw), len(raw)), "\uFFFD")...)
+	}
+	b = append(b, more...)
+	*strs = b
+	kept := b[start:]
+	return unsafe.String(unsafe.SliceData(kept), len(kept))
 }
 
 // latestRing keeps the latest events of one topic.
 type latestRing struct {
-	mu   sync.Mutex
-	buf  []EventInfo
-	next int // where the next event goes
-	n    int // how many are kept
+	prefix string // the SubjectPrefix
+
+	mu    sync.Mutex
+	slots []slot
+	next  int // where the next event goes
+	n     int // how many are kept
 }
 
-func (l *latestRing) push(infos []EventInfo) {
+func newLatestRing(latest int, prefix string) *latestRing {
+	return &latestRing{prefix: prefix, slots: make([]slot, latest)}
+}
+
+// push keeps the events of run, received at at, in order.
+func (l *latestRing) push(run []*codec.Event, at time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, in := range infos {
-		l.buf[l.next] = in
-		l.next = (l.next + 1) % len(l.buf)
-		l.n = min(l.n+1, len(l.buf))
+	for _, e := range run {
+		l.slots[l.next].set(e, at, l.prefix)
+		l.next = (l.next + 1) % len(l.slots)
+		l.n = min(l.n+1, len(l.slots))
 	}
 }
 
-// newest returns the kept events, newest first.
-func (l *latestRing) newest() []EventInfo {
+// newestAt returns when the newest kept event was received; false when
+// none is kept.
+func (l *latestRing) newestAt() (time.Time, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make([]EventInfo, 0, l.n)
-	for i := 1; i <= l.n; i++ {
-		out = append(out, l.buf[(l.next-i+len(l.buf))%len(l.buf)])
+	if l.n == 0 {
+		return time.Time{}, false
+	}
+	return l.slots[(l.next-1+len(l.slots))%len(l.slots)].received, true
+}
+
+// newest returns the kept events, newest first. Their strings are new:
+// they share no memory with the slots, which later events overwrite.
+func (l *latestRing) newest() []EventInfo {
+	// Under the lock, only copy the slots and their bytes out; the
+	// strings are made after.
+	l.mu.Lock()
+	kept := make([]slot, l.n)
+	size := 0
+	for i := range kept {
+		kept[i] = l.slots[(l.next-1-i+2*len(l.slots))%len(l.slots)]
+		size += len(kept[i].buf)
+	}
+	raw := make([]byte, 0, size)
+	for i := range kept {
+		start := len(raw)
+		raw = append(raw, kept[i].buf...)
+		kept[i].buf = raw[start:len(raw):len(raw)]
+	}
+	l.mu.Unlock()
+
+	out := make([]EventInfo, len(kept))
+	strs := make([]byte, 0, size+len(kept)*len("…")) // grown only for invalid UTF-8
+	for i := range kept {
+		out[i] = kept[i].info(l.prefix, &strs)
 	}
 	return out
 }
@@ -322,10 +453,15 @@ func clipN(s string, n int) string {
 }
 
 // preview is the first PreviewBytes of data as valid UTF-8, cut back to a
-// whole character, "…" appended when cut.
+// whole character, "…" appended when cut: the Data an EventInfo shows.
 func preview(data []byte) string {
-	p, _ := keep(nil, string(data), PreviewBytes, "…")
-	return p
+	raw, cut := appendCut(nil, string(data), PreviewBytes)
+	more := ""
+	if cut {
+		more = "…"
+	}
+	var strs []byte
+	return appendValid(&strs, raw, more)
 }
 
 // bounded maps names to values, lock-free for names already there. At most

@@ -208,22 +208,28 @@ func (r *Recorder) Snapshot(topic string) Snapshot {
 func (r *Recorder) latestOf(topic string) Latest {
 	l := Latest{Topic: topic}
 	var newest time.Time
+	var shown *latestRing
 	r.latest.each(func(name string, ring *latestRing) {
-		evs := ring.newest()
-		if len(evs) == 0 {
+		at, ok := ring.newestAt()
+		if !ok {
 			return
 		}
 		l.Topics = append(l.Topics, name)
-		switch at := evs[0].Received; {
+		switch {
 		case topic != "":
 			if name == topic {
-				l.Events = evs
+				shown = ring
 			}
 		case at.After(newest) || at.Equal(newest) && name < l.Topic:
-			newest, l.Topic, l.Events = at, name, evs
+			newest, l.Topic, shown = at, name, ring
 		}
 	})
 	slices.Sort(l.Topics)
+	// Only the ring shown has its events copied out: a ring is never
+	// emptied, and may only have newer events by now.
+	if shown != nil {
+		l.Events = shown.newest()
+	}
 	return l
 }
 
