@@ -150,7 +150,7 @@ func isPlainPath(s string) bool {
 	}
 	for i := 1; i < len(s); i++ {
 		switch c := s[i]; {
-		case isTokenByte(c) || c == '.' || c == '~' || c == '/':
+		case plainPathByte[c]:
 		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
 			i += 2
 		default:
@@ -159,6 +159,15 @@ func isPlainPath(s string) bool {
 	}
 	return true
 }
+
+// plainPathByte tells the bytes isPlainPath takes as they are: letters,
+// digits, '-', '_', '.', '~' and '/'.
+var plainPathByte = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = isTokenByte(byte(c)) || c == '.' || c == '~' || c == '/'
+	}
+	return t
+}()
 
 func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
 
@@ -223,8 +232,112 @@ func AppendNATSHeaders(h map[string][]string, vals []string, e *Event) []string 
 			var tbuf [64]byte
 			v = string(a.appendTime(tbuf[:0]))
 		}
-		vals = append(vals, percentEncode(v))
+		vals = append(vals, natsValue(v))
 		h[natsKeys[i]] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	return vals
+}
+
+// NATSHeaderSlots is the number of binary-mode NATS headers an event can
+// have: the length of the array [PutNATSHeaders] fills.
+const NATSHeaderSlots = numAttrs
+
+// NATSHeaderName is the name of the header whose value [PutNATSHeaders]
+// writes in slot i, 0 <= i < [NATSHeaderSlots].
+func NATSHeaderName(i int) string { return natsKeys[i] }
+
+// PutNATSHeaders writes e's binary-mode NATS headers into vals, the value
+// of header [NATSHeaderName](i) in vals[i]: the headers and values
+// [AppendNATSHeaders] sets, percent-encoded alike. Bit i of set tells
+// whether e has header i; vals[i] is "" when it has not. size is the
+// headers' length in the NATS wire format, without the "NATS/1.0\r\n"
+// line and the final "\r\n": len(name) + len(": ") + len(value) +
+// len("\r\n") summed over the headers e has. It is for a caller that
+// keeps a header map pointing at vals, and so need not touch the map for
+// an event whose headers are those of the last one; a call allocates
+// only the time's text.
+func PutNATSHeaders(vals *[NATSHeaderSlots]string, e *Event) (set uint16, size int) {
+	var a binaryAttrs
+	a.read(e)
+	for i := range numAttrs {
+		if !a.has(i) {
+			vals[i] = ""
+			continue
+		}
+		var v string
+		switch i {
+		case attrTime:
+			// RFC 3339 text has no byte to percent-encode.
+			var tbuf [64]byte
+			v = string(a.appendTime(tbuf[:0]))
+		case attrSpecVersion, attrContentType:
+			v = a.val[i] // constants with no byte to percent-encode
+		case attrPartitionKey:
+			// The site's or the org's bounded id (the very string),
+			// whose encoding is done, else the topic's.
+			switch p := a.val[i]; {
+			case a.has(attrSite) && p == a.val[attrSite]:
+				v = vals[attrSite]
+			case a.has(attrOrg) && p == a.val[attrOrg]:
+				v = vals[attrOrg]
+			default:
+				v = natsValue(p)
+			}
+		default:
+			v = natsValue(a.val[i])
+		}
+		vals[i] = v
+		size += len(natsKeys[i]) + len(v) + 4
+	}
+	return a.set, size
+}
+
+// natsValue is percentEncode(s), testing 8 bytes at a time for a byte to
+// encode: the last 8 bytes of s make the last word, which overlaps the
+// one before it when len(s) is not a multiple of 8.
+func natsValue(s string) string {
+	if len(s) < 8 {
+		for i := 0; i < len(s); i++ {
+			if needsPercent(s[i]) {
+				return percentSlow(s)
+			}
+		}
+		return s
+	}
+	for t := s; ; t = t[8:] {
+		if len(t) < 8 {
+			t = s[len(s)-8:]
+		}
+		if needsPercent8(word(t[:8])) {
+			return percentSlow(s)
+		}
+		if len(t) == 8 {
+			return s
+		}
+	}
+}
+
+// word is the 8 bytes of w, little-endian: one load.
+func word(w string) uint64 {
+	_ = w[7]
+	return uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+		uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
+}
+
+// needsPercent8 reports whether any of the 8 bytes of x needsPercent: one
+// below 0x21, one above 0x7e, a '"' or a '%'. The tests for a byte below
+// n (hasless) and for a zero byte (haszero) are exact: a borrow only ever
+// flags a byte above one that matches.
+func needsPercent8(x uint64) bool {
+	const (
+		ones = 0x0101010101010101
+		high = 0x8080808080808080
+	)
+	ctl := (x - 0x21*ones) &^ x // a byte < 0x21 (or >= 0x80, caught below)
+	hi := x | (x + ones)        // a byte >= 0x7f sets its high bit here
+	q := x ^ ('"' * ones)       // a zero byte where x has '"'
+	p := x ^ ('%' * ones)       // a zero byte where x has '%'
+	quote := (q - ones) &^ q
+	pct := (p - ones) &^ p
+	return (ctl|hi|quote|pct)&high != 0
 }

@@ -44,10 +44,16 @@ const subjectShown = 64
 // 0 before the first connection, when it is not checked). The size error
 // wraps nats.ErrMaxPayload.
 func checkMessage(msg *nats.Msg, maxPayload int64) error {
-	if err := checkSubject(msg.Subject); err != nil {
+	return checkSized(msg.Subject, len(msg.Data)+headerLen(msg.Header), maxPayload)
+}
+
+// checkSized is checkMessage of a message to subject whose data and
+// headers (in the wire format: see headerLen) are size bytes.
+func checkSized(subject string, size int, maxPayload int64) error {
+	if err := checkSubject(subject); err != nil {
 		return err
 	}
-	if n := int64(len(msg.Data) + headerLen(msg.Header)); maxPayload > 0 && n > maxPayload {
+	if n := int64(size); maxPayload > 0 && n > maxPayload {
 		return fmt.Errorf("%w: the message is %d bytes with its headers, over the server's max_payload of %d",
 			nats.ErrMaxPayload, n, maxPayload)
 	}

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -95,8 +96,8 @@ type Sink struct {
 	log  *slog.Logger
 
 	// subject is the subject of an event: codec.Subject under
-	// cfg.SubjectPrefix. Tests replace it to publish subjects the codec
-	// would never build.
+	// cfg.SubjectPrefix, through a subjectCache. Tests replace it to
+	// publish subjects the codec would never build.
 	subject func(ev *codec.Event) string
 
 	// cur is the connection in use. The redialer replaces it when it
@@ -182,7 +183,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Sink, error) {
 		log:  log,
 		kick: make(chan struct{}, 1),
 	}
-	s.subject = func(ev *codec.Event) string { return codec.Subject(s.cfg.SubjectPrefix, ev) }
+	s.subject = newSubjectCache(cfg.SubjectPrefix).subject
 
 	c, err := s.dial()
 	if err != nil {
@@ -559,13 +560,43 @@ func (s *Sink) writeCore(ctx context.Context, c *conn, events []*codec.Event) er
 // a batch goes back to the pool when its Write returns.
 type pubBatch struct {
 	msgs []nats.Msg
-	ids  []string
-	hdrs []nats.Header // one map per message, kept empty in the pool
-	vals []string      // the header values of every message (codec.AppendNATSHeaders)
+	hdrs []*msgHeaders // one per message, kept when the batch grows
 	ends []int         // where the reply subject of each message ends
 	// replies holds the reply subjects, copied into one string per Write.
 	replies []byte
 	w       waiter
+}
+
+// idSlot is the slot of msgHeaders.vals that holds the Nats-Msg-Id.
+const idSlot = codec.NATSHeaderSlots
+
+// msgHeaders holds the headers of one message of a batch. In binary mode
+// h is the message's header map, whose value slices point into vals
+// (vals[i] is the value of header codec.NATSHeaderName(i), vals[idSlot]
+// the Nats-Msg-Id): each message that uses h after the first writes the
+// values of its event into vals, and touches h only to add the headers
+// its event has and the last one had not, or to delete the reverse. So the
+// map is neither cleared nor assigned to per message. In the pool, vals is
+// cleared (h then reads "" for every header), so it holds no event.
+type msgHeaders struct {
+	h    nats.Header
+	set  uint16 // the codec headers in h: bit i for codec.NATSHeaderName(i)
+	vals [codec.NATSHeaderSlots + 1]string
+}
+
+// id is the Nats-Msg-Id value slice, of length and capacity 1.
+func (m *msgHeaders) id() []string { return m.vals[idSlot : idSlot+1 : idSlot+1] }
+
+// sync makes the codec headers of h those of set.
+func (m *msgHeaders) sync(set uint16) {
+	for d := m.set &^ set; d != 0; d &= d - 1 {
+		delete(m.h, codec.NATSHeaderName(bits.TrailingZeros16(d)))
+	}
+	for a := set &^ m.set; a != 0; a &= a - 1 {
+		i := bits.TrailingZeros16(a)
+		m.h[codec.NATSHeaderName(i)] = m.vals[i : i+1 : i+1]
+	}
+	m.set = set
 }
 
 var pubBatches = sync.Pool{New: func() any { return new(pubBatch) }}
@@ -574,13 +605,14 @@ func getBatch(n int) *pubBatch {
 	b := pubBatches.Get().(*pubBatch)
 	if cap(b.msgs) < n {
 		b.msgs = make([]nats.Msg, n)
-		b.ids = make([]string, n)
-		b.hdrs = make([]nats.Header, n)
+		hdrs := make([]*msgHeaders, n)
+		copy(hdrs, b.hdrs[:cap(b.hdrs)])
+		b.hdrs = hdrs
 		b.ends = make([]int, n)
 		b.w.pending = make([]bool, n)
 		b.w.errs = make([]error, n)
 	}
-	b.msgs, b.ids, b.hdrs, b.ends = b.msgs[:n], b.ids[:n], b.hdrs[:n], b.ends[:n]
+	b.msgs, b.hdrs, b.ends = b.msgs[:n], b.hdrs[:n], b.ends[:n]
 	b.w.pending, b.w.errs = b.w.pending[:n], b.w.errs[:n]
 	return b
 }
@@ -588,40 +620,62 @@ func getBatch(n int) *pubBatch {
 // release clears b, so that the pool holds no event, and puts it back.
 func (b *pubBatch) release() {
 	clear(b.msgs)
-	clear(b.ids)
-	for _, h := range b.hdrs {
-		clear(h)
+	for _, m := range b.hdrs {
+		if m != nil {
+			clear(m.vals[:])
+		}
 	}
-	clear(b.vals)
-	b.vals = b.vals[:0]
 	clear(b.w.pending)
 	clear(b.w.errs)
 	b.w.done = nil
 	pubBatches.Put(b)
 }
 
+// natsHeaderLen is the size of the "NATS/1.0\r\n" line and the final
+// "\r\n" of a message's headers (see headerLen), and msgIDHeaderLen that
+// of a Nats-Msg-Id header without its value.
+const (
+	natsHeaderLen  = len("NATS/1.0\r\n") + 2
+	msgIDHeaderLen = len(jetstream.MsgIDHeader) + 4
+)
+
 // eventMessage encodes events[i] into b.msgs[i] as [Sink.message] does.
 // In binary mode its headers go into b's pooled map for the message
-// rather than a new one.
+// rather than a new one, and its size is checked from the sizes of its
+// values as they are written rather than from the map.
 func (s *Sink) eventMessage(ctx context.Context, c *conn, b *pubBatch, i int, ev *codec.Event) error {
-	b.ids[i] = ev.ID
-	id := b.ids[i : i+1 : i+1]
+	m := b.hdrs[i]
+	if m == nil {
+		m = new(msgHeaders)
+		b.hdrs[i] = m
+	}
+	m.vals[idSlot] = ev.ID
 	if s.mode != codec.Binary {
-		return s.message(ctx, c, &b.msgs[i], ev, s.subject(ev), id)
+		return s.message(ctx, c, &b.msgs[i], ev, s.subject(ev), m.id())
 	}
-	h := b.hdrs[i]
-	if h == nil {
-		h = make(nats.Header, headerRoom)
-		b.hdrs[i] = h
-	}
-	b.vals = codec.AppendNATSHeaders(h, b.vals, ev)
-	h[jetstream.MsgIDHeader] = id
 	msg := &b.msgs[i]
-	*msg = nats.Msg{Subject: s.subject(ev), Header: h, Data: ev.Data}
-	if err := checkMessage(msg, c.nc.MaxPayload()); err != nil {
+	size := s.binaryMessage(msg, m, ev)
+	if err := checkSized(msg.Subject, size, c.nc.MaxPayload()); err != nil {
 		return sinks.Permanent(fmt.Errorf("natssink: event %s: %w", ev.ID, err))
 	}
 	return nil
+}
+
+// binaryMessage encodes ev into msg in binary mode, with the headers of m
+// (whose Nats-Msg-Id is set), and returns the size of msg that
+// checkMessage would compute: its data and its headers in the wire format.
+func (s *Sink) binaryMessage(msg *nats.Msg, m *msgHeaders, ev *codec.Event) int {
+	set, size := codec.PutNATSHeaders((*[codec.NATSHeaderSlots]string)(m.vals[:idSlot]), ev)
+	if m.h == nil {
+		m.h = make(nats.Header, headerRoom)
+		m.h[jetstream.MsgIDHeader] = m.id()
+	}
+	if set != m.set {
+		m.sync(set)
+	}
+	*msg = nats.Msg{Subject: s.subject(ev), Header: m.h, Data: ev.Data}
+	// headerLen(m.h): m.h holds the headers of set and the Nats-Msg-Id.
+	return len(ev.Data) + size + natsHeaderLen + msgIDHeaderLen + len(m.vals[idSlot])
 }
 
 // flush waits until the server has processed everything published so
