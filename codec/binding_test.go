@@ -134,23 +134,11 @@ func checkOrder(t testing.TB, hs []codec.Header, prefix string) {
 // SDK's corner cases (trimmed and blank ids, sources it re-prints or
 // cannot parse, times in other zones, long and odd ids).
 func TestBinaryHeadersMatchSDK(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join(goldenSamplesDir, "*.json"))
-	if err != nil || len(files) < 30 {
-		t.Fatalf("found %d samples in %s (%v), want every documented topic", len(files), goldenSamplesDir, err)
-	}
 	events := 0
-	for _, f := range files {
-		body, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := codec.Split(body, "")
-		if err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
+	for _, b := range sampleBatches(t) {
 		for i := range b.Events {
 			ev := b.Event(i)
-			t.Run(filepath.Base(f)+"/"+strconv.Itoa(i), func(t *testing.T) { checkBinary(t, &ev) })
+			t.Run(b.name+"/"+strconv.Itoa(i), func(t *testing.T) { checkBinary(t, &ev) })
 			events++
 		}
 	}
@@ -275,21 +263,9 @@ func FuzzEventID(f *testing.F) {
 // for each event: for every sample, for a batch whose events were
 // replaced, and for a batch built by hand.
 func TestAppendEvents(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join(goldenSamplesDir, "*.json"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no samples in %s: %v", goldenSamplesDir, err)
-	}
 	var batches []codec.Batch
-	for _, f := range files {
-		body, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := codec.Split(body, "")
-		if err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		batches = append(batches, b)
+	for _, b := range sampleBatches(t) {
+		batches = append(batches, b.Batch)
 	}
 	mixed, err := codec.Split([]byte(`{"topic":"t","events":[{"org_id":"o","site_id":"s"},{"org_id":"o","site_id":"s","x":1},{"org_id":"o"},{"org_id":"o","site_id":"s"},{}]}`), "")
 	if err != nil {

@@ -25,6 +25,35 @@ var update = flag.Bool("update", false, "rewrite codec/testdata/golden from the 
 // relative to this package so the goldens always describe the same inputs.
 const goldenSamplesDir = "../deploy/samples"
 
+// sampleBatch is a sample of goldenSamplesDir, split.
+type sampleBatch struct {
+	name string // the file's base name
+	codec.Batch
+}
+
+// sampleBatches splits every sample of goldenSamplesDir, in file order,
+// and fails unless there is one for every documented topic.
+func sampleBatches(t testing.TB) []sampleBatch {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(goldenSamplesDir, "*.json"))
+	if err != nil || len(files) < 30 {
+		t.Fatalf("found %d samples in %s (%v), want every documented topic", len(files), goldenSamplesDir, err)
+	}
+	out := make([]sampleBatch, 0, len(files))
+	for _, f := range files {
+		body, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := codec.Split(body, "")
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		out = append(out, sampleBatch{filepath.Base(f), b})
+	}
+	return out
+}
+
 // TestGolden maps every sample in deploy/samples and compares what a
 // consumer sees (CloudEvent attributes, NATS subject, Kafka key and every
 // header of both bindings in binary mode) with testdata/golden/<sample>.golden.

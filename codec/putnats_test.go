@@ -2,8 +2,6 @@ package codec_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -71,19 +69,7 @@ func TestPutNATSHeaders(t *testing.T) {
 	for i := range evs {
 		checkPutNATS(t, &vals, &evs[i])
 	}
-	files, err := filepath.Glob(filepath.Join(goldenSamplesDir, "*.json"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no samples in %s: %v", goldenSamplesDir, err)
-	}
-	for _, f := range files {
-		body, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := codec.Split(body, "")
-		if err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
+	for _, b := range sampleBatches(t) {
 		for _, ev := range b.AppendEvents(nil) {
 			checkPutNATS(t, &vals, &ev)
 		}

@@ -236,11 +236,7 @@ func BenchmarkSnapshotLatest(b *testing.B) {
 // Requests of 10 events, as the bridge gets them, one after the other.
 func BenchmarkEvents10(b *testing.B) {
 	r := New(Options{SubjectPrefix: "mist"})
-	evs := make([]*codec.Event, 10)
-	for i := range evs {
-		e := codec.Map("device-events", []byte(fmt.Sprintf(`{"org_id":"6b1f3c1e-33c4-4a57-8f4e-0e1c2d3b4a59","site_id":"a1c2e3f4-5b6d-4e7f-8091-a2b3c4d5e6f%d","timestamp":1700000000,"text":"%s"}`, i, strings.Repeat("x", 400))))
-		evs[i] = &e
-	}
+	evs := benchEvents(10, "6b1f3c1e-33c4-4a57-8f4e-0e1c2d3b4a59", "a1c2e3f4-5b6d-4e7f-8091-a2b3c4d5e6f")
 	b.ReportAllocs()
 	for b.Loop() {
 		r.Events(evs)

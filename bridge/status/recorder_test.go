@@ -432,15 +432,22 @@ func BenchmarkRequest(b *testing.B) {
 
 func BenchmarkEvents(b *testing.B) {
 	r := New(Options{SubjectPrefix: "mist"})
-	evs := make([]*codec.Event, 50)
-	for i := range evs {
-		e := codec.Map("device-events", []byte(fmt.Sprintf(`{"org_id":"o","site_id":"s%d","timestamp":1700000000,"text":"%s"}`, i, strings.Repeat("x", 400))))
-		evs[i] = &e
-	}
+	evs := benchEvents(50, "o", "s")
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			r.Events(evs)
 		}
 	})
+}
+
+// benchEvents is n device events of org, each of its own site (site plus
+// its index), with a 400-byte text: what BenchmarkEvents* record.
+func benchEvents(n int, org, site string) []*codec.Event {
+	evs := make([]*codec.Event, n)
+	for i := range evs {
+		e := codec.Map("device-events", []byte(fmt.Sprintf(`{"org_id":%q,"site_id":"%s%d","timestamp":1700000000,"text":"%s"}`, org, site, i, strings.Repeat("x", 400))))
+		evs[i] = &e
+	}
+	return evs
 }
