@@ -14,7 +14,7 @@ test: ## Everything but real brokers: needs only Go.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
-	$(GO) test -count=1 -run 'Allocs' ./bridge/   # allocation budgets: -race makes sync.Pool drop items
+	$(GO) test -count=1 -run 'Allocs' ./bridge/... ./sinks/...   # allocation budgets: -race makes sync.Pool drop items
 
 e2e: ## Real Apache Kafka (KRaft, from Maven Central jars) and nats-server processes.
 	bash test/e2e/run.sh
