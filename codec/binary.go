@@ -220,20 +220,14 @@ func AppendKafkaHeaders(hs []Header, buf []byte, e *Event) ([]Header, []byte) {
 // valid when vals grows. Existing entries of h with other names are left
 // as they are.
 func AppendNATSHeaders(h map[string][]string, vals []string, e *Event) []string {
-	var a binaryAttrs
-	a.read(e)
-	vals = slices.Grow(vals, bits.OnesCount16(a.set))
+	var slots [NATSHeaderSlots]string
+	set, _ := PutNATSHeaders(&slots, e)
+	vals = slices.Grow(vals, bits.OnesCount16(set))
 	for i := range numAttrs {
-		if !a.has(i) {
-			continue
+		if set&(1<<i) != 0 {
+			vals = append(vals, slots[i])
+			h[natsKeys[i]] = vals[len(vals)-1 : len(vals) : len(vals)]
 		}
-		v := a.val[i]
-		if i == attrTime {
-			var tbuf [64]byte
-			v = string(a.appendTime(tbuf[:0]))
-		}
-		vals = append(vals, natsValue(v))
-		h[natsKeys[i]] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	return vals
 }
@@ -248,8 +242,9 @@ func NATSHeaderName(i int) string { return natsKeys[i] }
 
 // PutNATSHeaders writes e's binary-mode NATS headers into vals, the value
 // of header [NATSHeaderName](i) in vals[i]: the headers and values
-// [AppendNATSHeaders] sets, percent-encoded alike. Bit i of set tells
-// whether e has header i; vals[i] is "" when it has not. size is the
+// [NATSMessage] returns in binary mode (it and [AppendNATSHeaders] are
+// built on this), percent-encoded as the SDK's binding does. Bit i of set
+// tells whether e has header i; vals[i] is "" when it has not. size is the
 // headers' length in the NATS wire format, without the "NATS/1.0\r\n"
 // line and the final "\r\n": len(name) + len(": ") + len(value) +
 // len("\r\n") summed over the headers e has. It is for a caller that
@@ -297,12 +292,7 @@ func PutNATSHeaders(vals *[NATSHeaderSlots]string, e *Event) (set uint16, size i
 // one before it when len(s) is not a multiple of 8.
 func natsValue(s string) string {
 	if len(s) < 8 {
-		for i := 0; i < len(s); i++ {
-			if needsPercent(s[i]) {
-				return percentSlow(s)
-			}
-		}
-		return s
+		return percentEncode(s)
 	}
 	for t := s; ; t = t[8:] {
 		if len(t) < 8 {
