@@ -603,6 +603,13 @@ var pubBatches = sync.Pool{New: func() any { return new(pubBatch) }}
 
 func getBatch(n int) *pubBatch {
 	b := pubBatches.Get().(*pubBatch)
+	b.resize(n)
+	return b
+}
+
+// resize makes b hold n messages. When it grows it keeps the messages'
+// header maps it had, so that they are not built again.
+func (b *pubBatch) resize(n int) {
 	if cap(b.msgs) < n {
 		b.msgs = make([]nats.Msg, n)
 		hdrs := make([]*msgHeaders, n)
@@ -614,7 +621,6 @@ func getBatch(n int) *pubBatch {
 	}
 	b.msgs, b.hdrs, b.ends = b.msgs[:n], b.hdrs[:n], b.ends[:n]
 	b.w.pending, b.w.errs = b.w.pending[:n], b.w.errs[:n]
-	return b
 }
 
 // release clears b, so that the pool holds no event, and puts it back.
